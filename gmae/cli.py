@@ -1,0 +1,89 @@
+"""The one command-line entry point: ``gmae <command> [<subcommand>] ...``.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int | None``.
+Modules are imported only when their command is chosen, so ``gmae --help`` is instant and a CPU-only
+install never imports gsplat, detectron2 or torch-fidelity unless the command needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (command words, module, one-line help). Groups ("data", "eval") are formed from the first word.
+COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
+    (("data", "tiny"), "gmae.data.tiny", "write the embedded tiny multi-task data set in the real on-disk formats"),
+    (("pretrain",), "gmae.engine.pretrain", "pretrain GMAE or MAE (torchrun for multi-GPU), resumable"),
+    (("export",), "gmae.engine.export", "export an encoder (MAE/timm key contract) or predicted Gaussians (.ply)"),
+]
+
+GROUP_HELP = {
+    "data": "data sets: generate the tiny set",
+    "eval": "evaluations: a config and a checkpoint in, result records out",
+}
+
+
+def _groups() -> dict[str, dict[str, tuple[str, str]]]:
+    groups: dict[str, dict[str, tuple[str, str]]] = {}
+    for words, module, help_ in COMMANDS:
+        if len(words) == 1:
+            groups.setdefault(words[0], {})[""] = (module, help_)
+        else:
+            groups.setdefault(words[0], {})[words[1]] = (module, help_)
+    return groups
+
+
+def _top_help(groups) -> str:
+    lines = ["usage: gmae <command> [<subcommand>] [options]", "", "commands:"]
+    for name, subs in groups.items():
+        if "" in subs:
+            lines.append(f"  {name:<22}{subs[''][1]}")
+        else:
+            lines.append(f"  {name:<22}{GROUP_HELP.get(name, '')}")
+            for sub, (_, help_) in subs.items():
+                lines.append(f"    {sub:<20}{help_}")
+    lines += ["", "Run 'gmae <command> [<subcommand>] --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    groups = _groups()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_top_help(groups))
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from gmae import __version__
+
+        print(f"gmae {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in groups:
+        print(f"gmae: unknown command {name!r}\n\n{_top_help(groups)}", file=sys.stderr)
+        return 2
+    subs = groups[name]
+    if "" in subs:
+        prog, (module, help_) = f"gmae {name}", subs[""]
+    else:
+        if not rest or rest[0] in ("-h", "--help"):
+            print(f"usage: gmae {name} <subcommand> [options]\n\nsubcommands:")
+            for sub, (_, h) in subs.items():
+                print(f"  {sub:<20}{h}")
+            return 0 if rest else 2
+        if rest[0] not in subs:
+            print(f"gmae {name}: unknown subcommand {rest[0]!r}; choose from {sorted(subs)}", file=sys.stderr)
+            return 2
+        prog, (module, help_) = f"gmae {name} {rest[0]}", subs[rest[0]]
+        rest = rest[1:]
+    mod = importlib.import_module(module)
+    parser = argparse.ArgumentParser(prog=prog, description=(mod.__doc__ or help_).strip(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    mod.add_arguments(parser)
+    args = parser.parse_args(rest)
+    code = mod.run(args)
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
