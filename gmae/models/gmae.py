@@ -1,0 +1,161 @@
+"""GMAE: the MAE encoder, a query-token decoder that predicts k 3-D Gaussians, and a splatting renderer.
+
+Data path: image -> patches / random mask -> encoder (visible tokens + CLS) -> decoder over
+[CLS, visible tokens, k queries] -> Linear(512 -> 14) on the k query outputs -> activations -> Gaussians ->
+render(224 x 224, white background, the authors' camera) -> per-patch MSE on masked patches in [0, 1] RGB.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn as nn
+
+from gmae.models.base import MaskedAutoencoder, imagenet_denormalize
+from gmae.models.vit import MaskedViTEncoder, decoder_blocks, init_mae_weights, patchify, sincos_pos_embed_2d
+from gmae.render import Gaussians, render
+
+GAUSSIAN_CHANNELS = 14
+
+
+def shoemake_quaternion(u: torch.Tensor) -> torch.Tensor:
+    """[..., 3] in [0, 1] -> unit quaternion [..., 4] (w, x, y, z) by Shoemake's uniform-rotation map."""
+    u1, u2, u3 = u.unbind(-1)
+    a, b = torch.sqrt((1 - u1).clamp_min(0)), torch.sqrt(u1.clamp_min(0))
+    t2, t3 = 2 * math.pi * u2, 2 * math.pi * u3
+    return torch.stack([a * torch.sin(t2), a * torch.cos(t2), b * torch.sin(t3), b * torch.cos(t3)], dim=-1)
+
+
+def gaussian_activations(raw: torch.Tensor, max_scale: float = 1.0) -> Gaussians:
+    """Head output [B, k, 14] -> Gaussians (the paper's activations, see the spec's channel table).
+
+    centre 2(sigmoid - 1/2) in (-1, 1); scale c * sigmoid in (0, c); rotation: Shoemake's map of sigmoid(ch 6:9)
+    (channel 9 unused); colour sigmoid; opacity sigmoid.
+    """
+    if raw.shape[-1] != GAUSSIAN_CHANNELS:
+        raise ValueError(f"expected {GAUSSIAN_CHANNELS} channels, got {raw.shape[-1]}")
+    raw = raw.float()
+    means = 2 * (torch.sigmoid(raw[..., 0:3]) - 0.5)
+    scales = max_scale * torch.sigmoid(raw[..., 3:6])
+    quats = shoemake_quaternion(torch.sigmoid(raw[..., 6:9]))
+    colors = torch.sigmoid(raw[..., 10:13])
+    opacities = torch.sigmoid(raw[..., 13])
+    return Gaussians(means=means, scales=scales, quats=quats, colors=colors, opacities=opacities)
+
+
+def _elapsed(t0: float, like: torch.Tensor) -> float:
+    if like.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+class GaussianDecoder(nn.Module):
+    """MAE-style decoder over [CLS, visible tokens, k queries]; no mask tokens for masked patches."""
+
+    def __init__(self, num_patches: int, grid_size: int, embed_dim: int = 768, decoder_dim: int = 512,
+                 depth: int = 8, num_heads: int = 16, mlp_ratio: float = 4.0, num_gaussians: int = 256):
+        super().__init__()
+        self.num_gaussians = num_gaussians
+        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, decoder_dim), requires_grad=False)
+        # query j = one shared mask-token parameter + a per-query embedding
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.query_embed = nn.Parameter(torch.zeros(1, num_gaussians, decoder_dim))
+        self.decoder_blocks = decoder_blocks(decoder_dim, depth, num_heads, mlp_ratio)
+        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
+        self.head = nn.Linear(decoder_dim, GAUSSIAN_CHANNELS, bias=False)
+        pe = sincos_pos_embed_2d(decoder_dim, grid_size, cls_token=True)
+        self.decoder_pos_embed.data.copy_(torch.from_numpy(pe).float().unsqueeze(0))
+        self.apply(init_mae_weights)
+        nn.init.normal_(self.mask_token, std=0.02)
+        nn.init.uniform_(self.query_embed, 0.0, 1.0)
+        self.head.reset_parameters()  # the paper keeps PyTorch's default init for the head (not Xavier)
+
+    def forward(self, latent: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
+        """latent [B, 1 + K, D] (CLS first), ids_keep [B, K] -> raw Gaussian parameters [B, k, 14]."""
+        x = self.decoder_embed(latent)
+        b, _, d = x.shape
+        pos = self.decoder_pos_embed[0, 1:, :][ids_keep]  # [B, K, d]: each visible token's own patch position
+        x = torch.cat([x[:, :1, :], x[:, 1:, :] + pos], dim=1)  # CLS gets no position
+        queries = (self.mask_token + self.query_embed).expand(b, -1, -1)
+        x = torch.cat([x, queries], dim=1)
+        for blk in self.decoder_blocks:
+            x = blk(x)
+        x = self.decoder_norm(x)
+        return self.head(x[:, -self.num_gaussians:, :])
+
+
+class GMAE(MaskedAutoencoder):
+    """Gaussian Masked Autoencoder. ``forward`` returns {"loss", "patches", "rgb", "gaussians", "mask", ...}."""
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
+                 depth: int = 12, num_heads: int = 12, decoder_embed_dim: int = 512, decoder_depth: int = 8,
+                 decoder_num_heads: int = 16, mlp_ratio: float = 4.0, num_gaussians: int = 256,
+                 max_scale: float = 1.0, mask_ratio: float = 0.75, loss_type: str = "masked",
+                 render_backend: str = "auto", background: tuple[float, float, float] = (1.0, 1.0, 1.0)):
+        encoder = MaskedViTEncoder(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio)
+        super().__init__(encoder, mask_ratio, loss_type)
+        if num_gaussians < 1:
+            raise ValueError(f"num_gaussians must be >= 1, got {num_gaussians}")
+        if max_scale <= 0:
+            raise ValueError(f"max_scale must be > 0, got {max_scale}")
+        self.decoder = GaussianDecoder(encoder.num_patches, encoder.grid_size, embed_dim, decoder_embed_dim,
+                                       decoder_depth, decoder_num_heads, mlp_ratio, num_gaussians)
+        self.num_gaussians = num_gaussians
+        self.max_scale = max_scale
+        self.render_backend = render_backend
+        self.register_buffer("background", torch.tensor(background, dtype=torch.float32), persistent=False)
+        # wall time spent rendering in the last forward (set only when timing is on; see the engine)
+        self.time_rendering = False
+        self.last_render_seconds = 0.0
+
+    def decode_gaussians(self, latent: torch.Tensor, ids_keep: torch.Tensor) -> Gaussians:
+        return gaussian_activations(self.decoder(latent, ids_keep), self.max_scale)
+
+    def render(self, gaussians: Gaussians, height: int, width: int) -> torch.Tensor:
+        """Gaussians -> [B, 3, H, W] RGB in [0, 1] on the white background (float32)."""
+        if self.time_rendering:
+            t0 = _elapsed(0.0, gaussians.means)
+        out = render(gaussians, height=height, width=width, background=self.background,
+                     backend=self.render_backend)
+        rgb = out.rgb.permute(0, 3, 1, 2)
+        if self.time_rendering:
+            self.last_render_seconds = _elapsed(t0, gaussians.means)
+            if rgb.requires_grad and gaussians.means.requires_grad:
+                self._time_backward(rgb, gaussians.means)
+        return rgb
+
+    def _time_backward(self, rgb: torch.Tensor, means: torch.Tensor) -> None:
+        """Add the renderer's backward to ``last_render_seconds``: from the gradient reaching the image to the
+        gradient reaching the Gaussian centres (the renderer is the first thing backward runs through)."""
+        mark: dict[str, float] = {}
+
+        def started(grad):
+            mark["t0"] = time.perf_counter()
+
+        def finished(grad):
+            if "t0" in mark:
+                self.last_render_seconds += _elapsed(mark.pop("t0"), grad)
+
+        rgb.register_hook(started)
+        means.register_hook(finished)
+
+    def predict(self, latent, ids_restore, ids_keep, imgs) -> dict:
+        gaussians = self.decode_gaussians(latent, ids_keep)
+        rgb = self.render(gaussians, imgs.shape[-2], imgs.shape[-1])
+        return {"gaussians": gaussians, "rgb": rgb, "patches": patchify(rgb, self.patch_size)}
+
+    def loss_target(self, imgs: torch.Tensor) -> torch.Tensor:
+        return patchify(imagenet_denormalize(imgs.float()), self.patch_size)
+
+    def to_rgb01(self, out: dict, imgs: torch.Tensor) -> torch.Tensor:
+        return out["rgb"]
+
+    @torch.no_grad()
+    def predict_gaussians(self, imgs: torch.Tensor, mask_ratio: float = 0.0,
+                          noise: torch.Tensor | None = None) -> Gaussians:
+        """The k Gaussians predicted for ``imgs`` (mask ratio 0 = the zero-shot read-outs' setting)."""
+        latent, _, _, ids_keep = self.encoder(imgs, mask_ratio, noise)
+        return self.decode_gaussians(latent, ids_keep)
