@@ -9,18 +9,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from gmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize  # noqa: F401 (re-exported)
 from gmae.models.vit import MaskedViTEncoder, patchify
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 LOSS_TYPES = ("masked", "all", "masked_norm")
 
 
 def imagenet_denormalize(x: torch.Tensor) -> torch.Tensor:
-    """[B, 3, H, W] ImageNet-normalised -> [0, 1] RGB."""
-    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return x * std + mean
+    """[B, 3, H, W] ImageNet-normalised -> RGB (unclamped: the loss target keeps the exact inverse)."""
+    return denormalize(x, clamp=False)
 
 
 def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

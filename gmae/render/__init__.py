@@ -1,0 +1,120 @@
+"""Differentiable Gaussian splatting for GMAE: one projection, three compositing backends.
+
+    from gmae.render import Gaussians, render
+    out = render(Gaussians(means, scales, quats, colors, opacities), height=224, width=224)
+    out.rgb [B, H, W, 3], out.alpha [B, H, W] (= 1 - final transmittance),
+    out.depth [B, H, W] (= sum_i w_i z_i / max(alpha, 1e-10), z_i the camera depth of Gaussian i)
+
+Backends: "torch" (tiled, exact, CPU or GPU), "dense" (every Gaussian at every pixel; reference and speed
+baseline), "gsplat" (gsplat 1.5.3 CUDA kernels, one batched call), "auto" (gsplat for CUDA tensors when the
+package is importable, else torch). Camera, projection and compositing rules: :mod:`gmae.render.camera`.
+
+Zero-shot helpers: :func:`project` (screen-space centres, covariances, conics, depths, radii),
+:func:`depth_order` (indices nearest first), and subsets via ``render(..., subset=idx)`` or
+``Gaussians.take(idx)`` / ``Gaussians.depth_slice(start, end)``; e.g. the k nearest Gaussians of each image:
+``render(g.depth_slice(0, k), H, W)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal, Optional, Union
+
+import torch
+from torch import Tensor
+
+from gmae.render.camera import (
+    Camera,
+    CameraLike,
+    Gaussians,
+    Projection,
+    camera_depths,
+    depth_order,
+    project,
+    quat_to_rotmat,
+)
+from gmae.render.torch_backend import render_dense, render_tiles
+
+__all__ = [
+    "Camera",
+    "Gaussians",
+    "Projection",
+    "RenderOutput",
+    "camera_depths",
+    "choose_backend",
+    "depth_order",
+    "project",
+    "quat_to_rotmat",
+    "render",
+    "render_dense",
+    "render_tiles",
+]
+
+log = logging.getLogger(__name__)
+_LOGGED: set[str] = set()
+
+Backend = Literal["auto", "torch", "dense", "gsplat"]
+
+
+@dataclass
+class RenderOutput:
+    """rgb [B, H, W, 3], alpha [B, H, W], depth [B, H, W], all float32; ``backend`` that produced them."""
+
+    rgb: Tensor
+    alpha: Tensor
+    depth: Tensor
+    backend: str
+
+
+def choose_backend(backend: Backend, device: torch.device) -> str:
+    """The concrete backend for ``backend`` on ``device``; "auto" picks gsplat only for CUDA with gsplat found."""
+    if backend not in ("auto", "torch", "dense", "gsplat"):
+        raise ValueError(f"backend must be 'auto', 'torch', 'dense' or 'gsplat', got {backend!r}")
+    if backend != "auto":
+        return backend
+    if device.type == "cuda":
+        from gmae.render.gsplat_backend import gsplat_importable
+
+        chosen = "gsplat" if gsplat_importable() else "torch"
+    else:
+        chosen = "torch"
+    key = f"{device.type}:{chosen}"
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        log.info("gmae.render: backend='auto' uses %r for %s tensors", chosen, device.type)
+    return chosen
+
+
+def render(
+    gaussians: Gaussians,
+    height: int,
+    width: int,
+    background: Optional[Tensor] = None,
+    backend: Backend = "auto",
+    camera: CameraLike = "paper",
+    subset: Union[Tensor, slice, None] = None,
+) -> RenderOutput:
+    """Render a batch of Gaussians [B, N] (each image its own) to B images of ``height`` x ``width``.
+
+    background: [3] or [B, 3] (default white). camera: "paper" (default), "pinhole" or a :class:`Camera`.
+    subset: render only ``gaussians.take(subset)`` (a slice or index tensor [K] / [B, K] along N).
+    Always computes in float32 with autocast off (half inputs are cast up).
+    """
+    if subset is not None:
+        gaussians = gaussians.take(subset)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"height and width must be positive, got {height} x {width}")
+    g = gaussians.to(torch.float32)
+    bg = None if background is None else torch.as_tensor(background).to(g.means.device, torch.float32)
+    name = choose_backend(backend, g.means.device)
+    with torch.autocast(device_type=g.means.device.type, enabled=False):
+        if name == "torch":
+            rgb, alpha, depth = render_tiles(g, height, width, bg, camera)
+        elif name == "dense":
+            rgb, alpha, depth = render_dense(g, height, width, bg, camera)
+        else:
+            from gmae.render.gsplat_backend import render_gsplat
+
+            rgb, alpha, depth = render_gsplat(g, height, width, bg, camera)
+    return RenderOutput(rgb, alpha, depth, name)

@@ -1,0 +1,273 @@
+"""Gaussians, the camera and the projection to screen space shared by every rendering backend.
+
+One projection serves all backends (the tiled PyTorch compositor, the dense reference and gsplat's
+rasterizer), so the backends can only differ in how they composite, never in where a Gaussian lands.
+
+The default camera is the GMAE authors' one (``camera="paper"``), an artefact of their rasterizer call that
+this project reproduces on purpose:
+
+* 2-D centres are orthographic: ``u = (W/2)(x + 1)``, ``v = (H/2)(y + 1)`` in continuous pixel coordinates
+  (pixel ``(i, j)`` is centred at ``(j + 0.5, i + 0.5)``), so x, y in (-1, 1) cover the whole image;
+* camera depth is ``t_z = z + 8``;
+* the 2-D covariance is ``J R S S^T R^T J^T + 0.3 I`` with the perspective Jacobian of a pinhole with
+  ``f_x = W/2``, ``f_y = H/2`` at ``t = (x, y, z + 8)``.
+
+``camera="pinhole"`` is a true perspective camera for users who want one: ``u = f_x t_x / t_z + c_x``,
+``v = f_y t_y / t_z + c_y`` with the same ``t`` and ``J``. With the defaults (``f = W/2``, ``c`` the image
+centre, ``t_z = z + 8``) the cube (-1, 1)^3 fills only about the central eighth of the image; pass
+``Camera("pinhole", fx=..., fy=...)`` to zoom in (``fx = 4 W`` makes the plane z = 0 match the paper's centres).
+
+Gaussians behind the near plane (``t_z <= 0.01``, gsplat's default) are culled by every backend.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal, Optional, Union
+
+import torch
+from torch import Tensor
+
+# Compositing constants of 3DGS / gsplat 1.5.3 (gsplat/cuda/include/Common.h and the rasterizer kernel).
+ALPHA_MIN = 1.0 / 255.0  # a Gaussian with alpha below this is skipped at a pixel
+ALPHA_MAX = 0.999  # alpha is clamped to this
+T_MIN = 1e-4  # a pixel stops before a Gaussian that would take its transmittance to <= T_MIN
+EPS2D = 0.3  # added to the diagonal of every 2-D covariance (anti-aliasing low-pass)
+TILE = 16  # tile edge in pixels, for binning
+NEAR = 0.01  # near plane: Gaussians with camera depth <= NEAR are culled
+# The tile bounding boxes are grown by this relative margin so that float32 rounding at the exact
+# alpha = 1/255 contour can never drop a pixel that the per-pixel test would keep.
+_BOX_MARGIN = 1e-4
+
+
+@dataclass
+class Gaussians:
+    """A batch of 3-D Gaussians; every image has its own N Gaussians.
+
+    means [B, N, 3] (x, y, z), scales [B, N, 3] (standard deviations along the rotated axes),
+    quats [B, N, 4] as (w, x, y, z) (normalised inside; all-zero reads as the identity),
+    colors [B, N, 3], opacities [B, N].
+    """
+
+    means: Tensor
+    scales: Tensor
+    quats: Tensor
+    colors: Tensor
+    opacities: Tensor
+
+    def __post_init__(self):
+        m = self.means
+        if m.dim() != 3 or m.shape[-1] != 3:
+            raise ValueError(f"Gaussians.means must be [B, N, 3], got {tuple(m.shape)}")
+        b, n = m.shape[:2]
+        want = {"scales": (b, n, 3), "quats": (b, n, 4), "colors": (b, n, 3), "opacities": (b, n)}
+        for name, shape in want.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise ValueError(f"Gaussians.{name} must be {list(shape)} to match means, got {list(got)}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def num(self) -> int:
+        return self.means.shape[1]
+
+    def to(self, *args, **kwargs) -> "Gaussians":
+        """``Tensor.to`` applied to every field."""
+        return Gaussians(*(getattr(self, f).to(*args, **kwargs) for f in _FIELDS))
+
+    def take(self, idx: Union[Tensor, slice]) -> "Gaussians":
+        """The Gaussians at ``idx`` along N: a slice, a LongTensor [K] (same for every image) or [B, K].
+
+        Compositing order follows depth, and ties keep the order of ``idx``; so ``take`` of a
+        depth-ordered index list (see :func:`depth_order`) renders exactly the chosen layers.
+        """
+        if isinstance(idx, slice):
+            return Gaussians(*(getattr(self, f)[:, idx] for f in _FIELDS))
+        idx = torch.as_tensor(idx, device=self.means.device, dtype=torch.long)
+        if idx.dim() == 1:
+            idx = idx.unsqueeze(0).expand(self.batch_size, -1)
+        if idx.dim() != 2 or idx.shape[0] != self.batch_size:
+            raise ValueError(f"take: idx must be [K] or [B={self.batch_size}, K], got {tuple(idx.shape)}")
+
+        def gather(t: Tensor) -> Tensor:
+            if t.dim() == 2:
+                return t.gather(1, idx)
+            return t.gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+
+        return Gaussians(*(gather(getattr(self, f)) for f in _FIELDS))
+
+    def depth_slice(self, start: int = 0, end: Optional[int] = None, camera: "CameraLike" = "paper") -> "Gaussians":
+        """The Gaussians ranked ``start`` (inclusive) to ``end`` (exclusive) by camera depth, nearest first.
+
+        ``g.depth_slice(0, k)`` is each image's k nearest Gaussians (the "first k layers").
+        """
+        return self.take(depth_order(self, camera)[:, start:end])
+
+
+_FIELDS = ("means", "scales", "quats", "colors", "opacities")
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Camera model. ``model``: "paper" (the authors' orthographic-centre camera) or "pinhole".
+
+    fx, fy: focal lengths in pixels for the footprint Jacobian (and the pinhole centres); default W/2, H/2.
+    cx, cy: principal point of the pinhole (default W/2, H/2); unused by "paper".
+    z_offset: camera depth is z + z_offset (default 8). near: Gaussians with depth <= near are culled.
+    """
+
+    model: Literal["paper", "pinhole"] = "paper"
+    fx: Optional[float] = None
+    fy: Optional[float] = None
+    cx: Optional[float] = None
+    cy: Optional[float] = None
+    z_offset: float = 8.0
+    near: float = NEAR
+
+    def resolved(self, height: int, width: int) -> "Camera":
+        """This camera with its defaults filled in for an image of ``height`` x ``width``."""
+        return replace(
+            self,
+            fx=width / 2.0 if self.fx is None else float(self.fx),
+            fy=height / 2.0 if self.fy is None else float(self.fy),
+            cx=width / 2.0 if self.cx is None else float(self.cx),
+            cy=height / 2.0 if self.cy is None else float(self.cy),
+        )
+
+
+CameraLike = Union[str, Camera]
+
+
+def as_camera(camera: CameraLike) -> Camera:
+    if isinstance(camera, Camera):
+        cam = camera
+    elif camera in ("paper", "pinhole"):
+        cam = Camera(model=camera)
+    else:
+        raise ValueError(f"camera must be 'paper', 'pinhole' or a Camera, got {camera!r}")
+    if cam.model not in ("paper", "pinhole"):
+        raise ValueError(f"Camera.model must be 'paper' or 'pinhole', got {cam.model!r}")
+    return cam
+
+
+@dataclass
+class Projection:
+    """Screen-space Gaussians for an image of H x W (what a rasterizer consumes).
+
+    means2d [B, N, 2] (u, v) pixel coordinates; cov2d [B, N, 3] (xx, xy, yy) including the 0.3 I;
+    conics [B, N, 3] (a, b, c), the upper triangle of cov2d^-1 as gsplat stores it, so that
+    sigma = 1/2 (a dx^2 + c dy^2) + b dx dy; depths [B, N] camera depths t_z;
+    radii [B, N] opacity-aware radius sqrt(2 lambda_max ln(255 o)) outside which alpha < 1/255 (0 when culled);
+    extent [B, N, 2] int32 half-widths (x, y) of the axis-aligned box holding every pixel with alpha >= 1/255,
+    ceil(sqrt(2 ln(255 o) cov_xx)) etc., 0 when culled (behind the near plane, o < 1/255 or off the image);
+    visible [B, N] = extent > 0. Gradients flow to means2d, cov2d, conics and depths; radii/extent carry none.
+    """
+
+    means2d: Tensor
+    cov2d: Tensor
+    conics: Tensor
+    depths: Tensor
+    radii: Tensor
+    extent: Tensor
+    visible: Tensor
+
+
+def quat_to_rotmat(quats: Tensor) -> Tensor:
+    """Rotation matrices [..., 3, 3] of quaternions [..., 4] read as (w, x, y, z), normalised here.
+
+    An all-zero quaternion gives the identity with finite (zero) gradients: the norm is clamped away from
+    zero and the matrix is quadratic in the normalised quaternion, whose derivative then vanishes.
+    """
+    n2 = (quats * quats).sum(-1, keepdim=True)
+    q = quats * torch.rsqrt(n2.clamp_min(1e-24))
+    w, x, y, z = q.unbind(-1)
+    rows = (
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    )  # fmt: skip
+    return torch.stack(rows, -1).reshape(*quats.shape[:-1], 3, 3)
+
+
+def camera_depths(gaussians: Gaussians, camera: CameraLike = "paper") -> Tensor:
+    """Camera depth t_z = z + z_offset of every Gaussian centre, [B, N]."""
+    return gaussians.means[..., 2] + as_camera(camera).z_offset
+
+
+def depth_order(gaussians: Gaussians, camera: CameraLike = "paper") -> Tensor:
+    """Indices [B, N] that sort each image's Gaussians nearest first (ties: by index, as compositing does)."""
+    return torch.argsort(camera_depths(gaussians, camera).detach(), dim=-1, stable=True)
+
+
+def project(gaussians: Gaussians, height: int, width: int, camera: CameraLike = "paper") -> Projection:
+    """Project Gaussians [B, N] to an image of ``height`` x ``width``; see :class:`Projection`.
+
+    Works in the dtype of ``gaussians`` (the renderers pass float32; tests may pass float64).
+    """
+    cam = as_camera(camera).resolved(height, width)
+    means, opac = gaussians.means, gaussians.opacities
+    tx, ty = means[..., 0], means[..., 1]
+    tz = means[..., 2] + cam.z_offset
+    in_front = tz > cam.near
+    # Culled Gaussians get a harmless depth so that 1/t_z stays finite in values and gradients.
+    tz_safe = torch.where(in_front, tz, torch.ones_like(tz))
+
+    # 3-D covariance R S S^T R^T = M M^T with M = R diag(s).
+    m = quat_to_rotmat(gaussians.quats) * gaussians.scales.unsqueeze(-2)
+    cov3 = m @ m.transpose(-1, -2)
+
+    # Perspective Jacobian of (f_x t_x/t_z, f_y t_y/t_z) at t (the EWA splatting footprint).
+    inv_z = 1.0 / tz_safe
+    zero = torch.zeros_like(tz)
+    jac = torch.stack(
+        (
+            cam.fx * inv_z, zero, -cam.fx * tx * inv_z * inv_z,
+            zero, cam.fy * inv_z, -cam.fy * ty * inv_z * inv_z,
+        ),  # fmt: skip
+        -1,
+    ).reshape(*tz.shape, 2, 3)
+    c2 = jac @ cov3 @ jac.transpose(-1, -2)
+    cxx = c2[..., 0, 0] + EPS2D
+    cxy = 0.5 * (c2[..., 0, 1] + c2[..., 1, 0])
+    cyy = c2[..., 1, 1] + EPS2D
+    cov2d = torch.stack((cxx, cxy, cyy), -1)
+    det = cxx * cyy - cxy * cxy  # >= 0.09 thanks to EPS2D
+    conics = torch.stack((cyy / det, -cxy / det, cxx / det), -1)
+
+    if cam.model == "paper":
+        u = (width / 2.0) * (tx + 1.0)
+        v = (height / 2.0) * (ty + 1.0)
+    else:
+        u = cam.fx * tx * inv_z + cam.cx
+        v = cam.fy * ty * inv_z + cam.cy
+    means2d = torch.stack((u, v), -1)
+
+    with torch.no_grad():
+        # alpha >= 1/255  <=>  o exp(-sigma) >= 1/255  <=>  d^T cov2d^-1 d <= 2 ln(255 o): an ellipse whose
+        # bounding box has half-widths sqrt(2 ln(255 o) cov_xx), sqrt(2 ln(255 o) cov_yy).
+        log_o = torch.log((255.0 * opac.detach()).clamp_min(1e-30))
+        live = in_front & (log_o > 0) & torch.isfinite(u) & torch.isfinite(v)
+        two_l = torch.where(live, 2.0 * log_o, torch.zeros_like(log_o))
+        mid = 0.5 * (cxx + cyy).detach()
+        lam_max = mid + torch.sqrt((mid * mid - det.detach()).clamp_min(0.0))
+        radii = torch.sqrt(two_l * lam_max)
+        ex = torch.sqrt(two_l * cxx.detach()) * (1.0 + _BOX_MARGIN)
+        ey = torch.sqrt(two_l * cyy.detach()) * (1.0 + _BOX_MARGIN)
+        ex = torch.ceil(ex.clamp_max(2.0**30))
+        ey = torch.ceil(ey.clamp_max(2.0**30))
+        ud, vd = u.detach(), v.detach()
+        on_image = (ud + ex > 0) & (ud - ex < width) & (vd + ey > 0) & (vd - ey < height)
+        visible = live & on_image & (ex > 0) & (ey > 0)
+        extent = torch.where(visible.unsqueeze(-1), torch.stack((ex, ey), -1), torch.zeros_like(ex).unsqueeze(-1))
+        extent = extent.to(torch.int32)
+        radii = torch.where(live, radii, torch.zeros_like(radii))
+    return Projection(means2d, cov2d, conics, tz, radii, extent, visible)
+
+
+def tile_grid(height: int, width: int) -> tuple[int, int]:
+    """Number of TILE x TILE tiles (rows, columns) covering the image."""
+    return math.ceil(height / TILE), math.ceil(width / TILE)
