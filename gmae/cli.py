@@ -16,6 +16,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("data", "tiny"), "gmae.data.tiny", "write the embedded tiny multi-task data set in the real on-disk formats"),
     (("pretrain",), "gmae.engine.pretrain", "pretrain GMAE or MAE (torchrun for multi-GPU), resumable"),
     (("export",), "gmae.engine.export", "export an encoder (MAE/timm key contract) or predicted Gaussians (.ply)"),
+    (("reproduce",), "reports.reproduce", "regenerate the paper's tables: presets smoke (CI), tiny (CPU), paper (SLURM)"),
     (("report",), "reports.report", "the paper's tables and figures from results stores (Markdown, CSV, LaTeX, PNG/PDF)"),
     (("eval", "coco"), "eval.coco", "COCO box / mask AP: ViTDet Mask R-CNN in detectron2 on an encoder"),
 ]
