@@ -298,12 +298,19 @@ def section_timing(ctx: dict) -> dict:
 
 
 def time_mae_step(device, batch: int, dry_run: bool) -> dict:
-    """HOOK: time one ViT-B GMAE pretraining step (forward + backward + optimiser) with splatting on and off.
+    """ViT-B/224 training steps (forward + backward + AdamW) of GMAE and MAE side by side, alternating, medians;
+    GMAE's rendering share from its own timer. Reuses benchmarks/step_cost.py (the same measurement as on CPU)."""
+    from pathlib import Path
 
-    To be written by the owners of gmae.models / gmae.engine; return a JSON-able dict, e.g.
-    {"batch": batch, "step_ms_with_render": ..., "step_ms_without_render": ..., "render_share": ...}.
-    """
-    raise NotImplementedError("ViT-B MAE step timing not added yet (hook: benchmarks/gpu_check.py time_mae_step)")
+    import torch
+
+    spec = importlib.util.spec_from_file_location("step_cost", Path(__file__).with_name("step_cost.py"))
+    step_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step_cost)
+    if dry_run:  # the CPU dry run exercises the same code at the tiny preset
+        return step_cost.measure("tiny", 8, torch.device("cpu"), steps=2, warmup=1, render_steps=1)
+    runs = [step_cost.measure("vit_b", b, device, steps=20, warmup=5, render_steps=5) for b in (64, 256)]
+    return {"runs": runs}
 
 
 def section_mae_step(ctx: dict) -> dict:

@@ -14,11 +14,20 @@ import sys
 # (command words, module, one-line help). Groups ("data", "eval") are formed from the first word.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("data", "tiny"), "gmae.data.tiny", "write the embedded tiny multi-task data set in the real on-disk formats"),
+    (("eval", "bsds"), "eval.bsds", "BSDS500 edge benchmark: ODS / OIS / AP / R50 of soft edge maps"),
+    (("eval", "classic-edges"), "eval.classic_edges", "Sobel / Canny baseline edge maps for BSDS500"),
     (("pretrain",), "gmae.engine.pretrain", "pretrain GMAE or MAE (torchrun for multi-GPU), resumable"),
     (("export",), "gmae.engine.export", "export an encoder (MAE/timm key contract) or predicted Gaussians (.ply)"),
+    (("eval", "linprobe"), "eval.linprobe", "linear probe (MAE protocol: frozen encoder, BN + linear, LARS)"),
+    (("eval", "finetune"), "eval.finetune", "fine-tune end to end (MAE protocol: layer decay, mixup, RandAugment)"),
+    (("eval", "knn"), "eval.knn", "weighted kNN on frozen features (k 20, T 0.07): a minutes-long proxy"),
+    (("eval", "recon"), "eval.recon", "reconstruction rFID / PSNR of GMAE and MAE checkpoints (mask 0 and 0.75)"),
     (("reproduce",), "reports.reproduce", "regenerate the paper's tables: presets smoke (CI), tiny (CPU), paper (SLURM)"),
     (("report",), "reports.report", "the paper's tables and figures from results stores (Markdown, CSV, LaTeX, PNG/PDF)"),
     (("eval", "coco"), "eval.coco", "COCO box / mask AP: ViTDet Mask R-CNN in detectron2 on an encoder"),
+    (("eval", "layers"), "eval.zeroshot.layers", "zero-shot depth layers: renders of the nearest K Gaussians (figure)"),
+    (("eval", "figure-ground"), "eval.zeroshot.figure_ground", "zero-shot figure-ground from depth layers: IoU, acc, max F"),
+    (("eval", "edges"), "eval.zeroshot.edges", "zero-shot edges from depth groups, scored on BSDS500 (ODS/OIS/AP)"),
 ]
 
 GROUP_HELP = {
