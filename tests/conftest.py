@@ -6,6 +6,8 @@ os.environ.setdefault("TORCH_HOME", os.path.join(os.path.dirname(__file__), ".to
 
 import pytest  # noqa: E402
 
+from fixtures_pretrain import tiny_gmae_checkpoint  # noqa: E402,F401  (session fixture shared by test files)
+
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
