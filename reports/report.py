@@ -63,15 +63,20 @@ def plot_num_gaussians(table, out_dir: Path) -> list[Path]:
 
 
 def collect_figures(results: list[str], out_dir: Path) -> list[Path]:
-    """Copy figures the evaluations wrote (any figures/ folder under the run dirs) into the report."""
+    """Copy the figures the evaluations wrote (every PDF with a PNG beside it under the run dirs) into the
+    report, named after where they came from (e.g. ``eval_gmae_recon_figure_recon_0.png``)."""
     copied = []
     for root in results:
         root = Path(root)
         base = root if root.is_dir() else root.parent
-        for fig in sorted(base.rglob("figures/*")):
-            if fig.suffix.lower() in (".png", ".pdf") and out_dir not in fig.parents:
-                dest = out_dir / f"{fig.parent.parent.name}_{fig.name}"
-                shutil.copyfile(fig, dest)
+        for pdf in sorted(base.rglob("*.pdf")):
+            png = pdf.with_suffix(".png")
+            if not png.exists() or out_dir.parent in pdf.parents:
+                continue
+            stem = "_".join(pdf.relative_to(base).with_suffix("").parts).replace("_figures_", "_")
+            for src in (png, pdf):
+                dest = out_dir / f"{stem}{src.suffix}"
+                shutil.copyfile(src, dest)
                 copied.append(dest)
     return copied
 
@@ -81,6 +86,7 @@ def write_report(results: list[str], out: str | Path, title: str = "GMAE reprodu
 
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "figures", ignore_errors=True)  # regenerated whole: no figure of an older run stays
     (out / "figures").mkdir(parents=True, exist_ok=True)
     df = load_frame(results)
     tables = all_tables(df)

@@ -37,6 +37,7 @@ class Step:
     argv: list[str] = field(default_factory=list)  # arguments of ``gmae``; or a Python callable below
     call: Callable[[], object] | None = None
     needs: tuple[str, ...] = ()
+    always: bool = False  # cheap steps that read the others' outputs (the report) run every time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # -- the tiny presets -----------------------------------------------------------------------------------------
 SMOKE = {"pretrain_steps": 24, "batch": 16, "knn": True, "linprobe_epochs": 2, "finetune_epochs": 1,
-         "coco_iters": 4, "recon_images": 8, "ablations": False}
+         "coco_iters": 10, "recon_images": 8, "ablations": False}
 TINY = {"pretrain_steps": 400, "batch": 32, "knn": True, "linprobe_epochs": 30, "finetune_epochs": 10,
         "coco_iters": 40, "recon_images": 24, "ablations": True}
 # the paper's ablation axes at tiny scale: (label, overrides); the tiny default is k = 96, c = 1, mask 0.75, masked
@@ -99,16 +100,25 @@ def tiny_steps(out: Path, p: dict) -> list[Step]:
         steps.append(Step(f"finetune_{name}", ["eval", "finetune", "--checkpoint", ckpt[name], "--data", img,
                                                "--config", "finetune/tiny", "--out", f"{ev}/finetune", *res,
                                                f"optim.epochs={p['finetune_epochs']}"], needs=(f"pretrain_{name}",)))
+        it = p["coco_iters"]
         steps.append(Step(f"coco_{name}", ["eval", "coco", "--checkpoint", ckpt[name], "--coco", str(data / "coco"),
-                                           "--out", f"{ev}/coco", *res, f"train.max_iter={p['coco_iters']}"],
+                                           "--config", "mask_rcnn_vitdet_tiny", "--out", f"{ev}/coco", *res,
+                                           f"train.max_iter={it}",
+                                           f"lr_multiplier.milestones=[{int(it * 0.8)},{int(it * 0.9)}]"],
                           needs=(f"pretrain_{name}",)))
-    recon_models = ["gmae", "mae"] + ([f"gmae_{lbl}" for lbl, _ in TINY_ABLATIONS if lbl.startswith("k")
-                                       or lbl.startswith("scale")] if p["ablations"] else [])
-    for name in recon_models:
-        steps.append(Step(f"recon_{name}", ["eval", "recon", "--checkpoint", ckpt[name], "--data",
-                                            str(data / "photos"), "--mask-ratio", "0", "0.75", "--out",
-                                            str(out / "eval" / name / "recon"), *res],
-                          needs=(f"pretrain_{name}",)))
+    # GMAE and MAE in one call: the same images and masks, one comparison grid (input, masked, GMAE, MAE)
+    steps.append(Step("recon_gmae_mae", ["eval", "recon", "--checkpoint", ckpt["gmae"], "--checkpoint-mae",
+                                         ckpt["mae"], "--data", str(data / "photos"), "--mask-ratio", "0", "0.75",
+                                         "--out", str(out / "eval" / "gmae" / "recon"), *res],
+                      needs=("pretrain_gmae", "pretrain_mae")))
+    if p["ablations"]:
+        for label, _ in TINY_ABLATIONS:
+            if label.startswith(("k", "scale")):
+                name = f"gmae_{label}"
+                steps.append(Step(f"recon_{name}", ["eval", "recon", "--checkpoint", ckpt[name], "--data",
+                                                    str(data / "photos"), "--mask-ratio", "0", "--out",
+                                                    str(out / "eval" / name / "recon"), *res],
+                                  needs=(f"pretrain_{name}",)))
     ev = out / "eval" / "gmae"
     steps += [
         Step("figure_ground_gmae", ["eval", "figure-ground", "--checkpoint", ckpt["gmae"], "--data",
@@ -138,7 +148,7 @@ def tiny_steps(out: Path, p: dict) -> list[Step]:
             scale_effect_figure([("c = 0.5", ckpt["gmae_scale0.5"]), ("c = 1", ckpt["gmae"]),
                                  ("c = 2", ckpt["gmae_scale2"])], imgs, fig_dir / "scale_effect")
     steps.append(Step("figures", call=figures, needs=("pretrain_gmae",)))
-    steps.append(Step("report", ["report", "--results", str(out), "--out", str(out / "report")]))
+    steps.append(Step("report", ["report", "--results", str(out), "--out", str(out / "report")], always=True))
     return steps
 
 
@@ -249,12 +259,13 @@ def run_steps(steps: list[Step], out: Path, args: argparse.Namespace) -> int:
             print(f"{'done' if (marks / f'{s.name}.json').exists() else 'todo':5} {s.name}")
         return 0
     failed: list[str] = []
+    ran = 0
     t_start = time.perf_counter()
     for i, s in enumerate(steps, 1):
         if args.only is not None and s.name not in args.only:
             continue
         mark = marks / f"{s.name}.json"
-        if mark.exists() and s.name not in args.force:
+        if mark.exists() and s.name not in args.force and not s.always:
             print(f"[{i}/{len(steps)}] {s.name}: done, skipped")
             continue
         blocked = [d for d in s.needs if d in failed]
@@ -264,6 +275,7 @@ def run_steps(steps: list[Step], out: Path, args: argparse.Namespace) -> int:
             continue
         print(f"[{i}/{len(steps)}] {s.name}: gmae {' '.join(s.argv) if s.argv else '(figures)'}", flush=True)
         t0 = time.perf_counter()
+        ran += 1
         try:
             code = s.call() if s.call is not None else gmae_main(list(s.argv))
             code = code if isinstance(code, int) else 0
@@ -281,8 +293,9 @@ def run_steps(steps: list[Step], out: Path, args: argparse.Namespace) -> int:
         atomic_write_json(mark, {"step": s.name, "argv": s.argv, "seconds": round(time.perf_counter() - t0, 2),
                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         print(f"  {s.name} finished in {time.perf_counter() - t0:.1f} s", flush=True)
-    print(f"reproduce: {len(steps) - len(failed)} of {len(steps)} steps ok in {time.perf_counter() - t_start:.0f} s;"
-          f" report: {out / 'report' / 'report.md'}")
+    print(f"reproduce: ran {ran} step(s), {len(failed)} failed, in {time.perf_counter() - t_start:.0f} s; "
+          f"{sum((marks / f'{s.name}.json').exists() for s in steps)} of {len(steps)} done; "
+          f"report: {out / 'report' / 'report.md'}")
     if failed:
         print(f"failed steps: {failed}", file=sys.stderr)
         return 1

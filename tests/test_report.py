@@ -74,6 +74,17 @@ def test_tables_from_synthetic_store(store):
     assert cell(scale, "Maximum scale c", "1.0", "ours lin") == 60.0  # newest record wins over the old 10.0
     assert cell(scale, "Maximum scale c", "1.0", "diff lin") == pytest.approx(60.0 - 61.9)
     assert cell(scale, "Maximum scale c", "2.0", "ours ft") is None  # run 7 has no evaluation
+    # a run outside the paper's setting (here: 20 epochs) gets no difference column
+    from reports.tables import ablation_table, records_frame
+    from gmae.results import ResultsStore as RS
+
+    recs = [r for root in store for r in RS(root).read()]
+    for r in recs:
+        if r["protocol"] == "pretrain":
+            r["config"]["optim"]["epochs"] = 20
+    short = ablation_table(records_frame(recs), "max_scale").frame
+    assert cell(short, "Maximum scale c", "1.0", "ours lin") == 60.0
+    assert cell(short, "Maximum scale c", "1.0", "diff lin") is None
     mask = t["ablation_mask_ratio"]
     assert cell(mask, "Mask ratio", "0.8", "ours lin") == 61.0 and cell(mask, "Mask ratio", "0.7", "ours lin") is None
     loss = t["ablation_loss_type"]

@@ -1,0 +1,75 @@
+"""`gmae reproduce`: the smoke preset end to end (what CI runs), step skipping, and the paper preset's scripts."""
+
+import json
+
+import pytest
+
+from gmae.cli import main
+from gmae.results import PROTOCOLS, ResultsStore
+
+
+@pytest.mark.slow
+def test_smoke_preset_end_to_end_then_skips_finished_steps(tmp_path, capsys):
+    out = tmp_path / "smoke"
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out)]) == 0
+    records = ResultsStore(out).read()
+    assert {r["protocol"] for r in records} == set(PROTOCOLS)  # a record from every protocol
+    for r in records:
+        assert r["hardware"] and r["time"] and r["model"]
+    report = (out / "report" / "report.md").read_text()
+    for title in ("Ablation: Maximum scale c", "Reconstruction: rFID and PSNR", "BSDS500 edges",
+                  "Zero-shot figure-ground", "ImageNet fine-tune and COCO"):
+        assert title in report
+    assert (out / "report" / "figures" / "num_gaussians.png").exists()
+    figures = {p.name for p in (out / "report" / "figures").glob("*.png")}
+    assert any("recon" in f for f in figures) and any("layers" in f for f in figures)
+    assert any("edge_hierarchy" in f for f in figures) and any("centres" in f for f in figures)
+
+    # a second run skips every finished step and only rewrites the report
+    capsys.readouterr()
+    n_before = len(records)
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "pretrain_gmae: done, skipped" in log and "ran 1 step(s)" in log
+    assert len(ResultsStore(out).read()) == n_before
+
+
+def test_list_and_unknown_step(tmp_path, capsys):
+    assert main(["reproduce", "--preset", "tiny", "--out", str(tmp_path), "--list"]) == 0
+    listed = capsys.readouterr().out.split("\n")
+    assert any(line.endswith("pretrain_gmae_k64") for line in listed)
+    assert any(line.endswith("linprobe_gmae_loss_masked_norm") for line in listed)
+    with pytest.raises(SystemExit, match="unknown step"):
+        main(["reproduce", "--preset", "smoke", "--out", str(tmp_path), "--only", "nope"])
+
+
+def test_paper_preset_writes_chained_slurm_scripts(tmp_path):
+    out = tmp_path / "paper"
+    assert main(["reproduce", "--preset", "paper", "--out", str(out), "--data", "/datasets/imagenet",
+                 "--coco", "/datasets/coco", "--bsds", "/datasets/bsds", "--nodes", "8"]) == 0
+    pre = (out / "slurm" / "pretrain_gmae_vit_b16_400ep.sbatch").read_text()
+    assert "#SBATCH --nodes=8" in pre and "torchrun --nnodes=8 --nproc_per_node=8" in pre
+    assert "configs/pretrain/gmae_vit_b16_400ep.yaml --data /datasets/imagenet" in pre
+    for ablation in ("scale0.5", "scale2", "mask0.7", "mask0.8", "loss_all", "loss_masked_norm", "k64", "k128", "k512"):
+        assert (out / "slurm" / f"linprobe_gmae_vit_b16_400ep_{ablation}.sbatch").exists()
+    submit = (out / "slurm" / "submit_all.sh").read_text()
+    assert "--dependency=afterok:${JOB[pretrain_gmae_vit_b16_400ep]}" in submit
+    assert "gmae report" in submit
+
+
+def test_paper_preset_needs_data(tmp_path):
+    with pytest.raises(SystemExit, match="--data"):
+        main(["reproduce", "--preset", "paper", "--out", str(tmp_path)])
+
+
+def test_cli_help_and_errors(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for cmd in ("pretrain", "export", "reproduce", "report", "linprobe", "finetune", "knn", "coco", "recon",
+                "figure-ground", "edges", "bsds", "tiny"):
+        assert cmd in text
+    assert main(["nope"]) == 2
+    assert main(["eval", "nope"]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "--help"])
+    assert e.value.code == 0 and "key=value" in capsys.readouterr().out
