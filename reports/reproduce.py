@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- the tiny presets -----------------------------------------------------------------------------------------
 SMOKE = {"pretrain_steps": 24, "batch": 16, "knn": True, "linprobe_epochs": 2, "finetune_epochs": 1,
          "coco_iters": 10, "recon_images": 8, "ablations": False}
-TINY = {"pretrain_steps": 400, "batch": 32, "knn": True, "linprobe_epochs": 30, "finetune_epochs": 10,
+TINY = {"pretrain_steps": 200, "batch": 32, "knn": True, "linprobe_epochs": 30, "finetune_epochs": 10,
         "coco_iters": 40, "recon_images": 24, "ablations": True}
 # the paper's ablation axes at tiny scale: (label, overrides); the tiny default is k = 96, c = 1, mask 0.75, masked
 TINY_ABLATIONS = [

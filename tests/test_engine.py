@@ -120,7 +120,9 @@ def test_sigkill_at_a_random_point_then_resume_matches(tiny_data, tmp_path):
     from gmae.config import config_to_dict
 
     flat = [f"{sec}.{k}={json.dumps(v)}" for sec, d in config_to_dict(killed).items() for k, v in d.items()]
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, *flat], env=dict(os.environ, OMP_NUM_THREADS="1"),
+    # the same thread count as this process: CPU reductions are only bitwise-reproducible at equal thread counts
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, *flat], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "killed" / "checkpoint.pth"
     deadline = time.time() + 240
