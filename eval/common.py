@@ -8,6 +8,8 @@ MAE checkpoints, timm state dicts) and is rebuilt as a timm ``VisionTransformer`
 
 from __future__ import annotations
 
+import sys
+
 import contextlib
 import json
 import random
@@ -452,20 +454,6 @@ def append_metrics(out_dir: Path, record: Dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def check_resumable(ckpt: Dict[str, Any], path: Path, config: Dict[str, Any], sections: Sequence[str],
-                    source_sha256: Optional[str]) -> None:
-    """Refuse to resume a run trained on another encoder or with other settings in ``sections``."""
-    saved_src = ckpt.get("source_sha256")
-    if saved_src is not None and source_sha256 is not None and saved_src != source_sha256:
-        raise ValueError(f"{path}: cannot resume, it was trained on another encoder checkpoint "
-                         f"(sha256 {saved_src[:12]}..., this one {source_sha256[:12]}...); use another --out")
-    saved = ckpt.get("config", {})
-    for section in sections:
-        if saved.get(section) != config.get(section):
-            raise ValueError(f"{path}: cannot resume, its {section}.* settings differ from this config "
-                             f"(saved {saved.get(section)}); use another --out")
-
-
 def write_records(protocol: str, metrics: Dict[str, float], *, cfg: Any, checkpoint: str | Path,
                   model_name: Optional[str], results: Optional[str | Path], **extra) -> list[dict]:
     """Append one record per metric (``top1``, ``top5``) to the results store (default: the run's out dir)."""
@@ -493,6 +481,27 @@ def add_common_arguments(parser, protocol: str) -> None:
     parser.add_argument("--results", default=None,
                         help="results store (dir or .jsonl) for the records; default: the output dir")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.blr=0.2")
+
+
+def run_command(protocol: str, schema, runner, args, describe) -> int:
+    """The body of ``gmae eval <protocol>``: build the config from the arguments, run, print one summary line.
+
+    Bad input (``InputError``/``ConfigError``) exits 2 with the message, before any work; ``describe(cfg, summary)``
+    gives the success line.
+    """
+    from gmae.config import ConfigError
+
+    try:
+        cfg = config_from_args(schema, args)
+        summary = runner(cfg, args.checkpoint, results=args.results)
+    except (InputError, ConfigError) as e:
+        print(f"gmae eval {protocol}: error: {e}", file=sys.stderr)
+        return 2
+    if "stopped_at" in summary:
+        print(f"{protocol} stopped at step {summary['stopped_at']} (run.stop_after_steps)")
+    elif "records" in summary:
+        print(f"{describe(cfg, summary)} -> {cfg.run.out_dir}")
+    return 0
 
 
 def config_from_args(schema, args) -> Any:
@@ -587,7 +596,7 @@ class StepTrainer:
 
     def maybe_resume(self) -> bool:
         from gmae.config import config_to_dict
-        from gmae.engine.checkpoint import load_checkpoint, set_rng_state
+        from gmae.engine.checkpoint import check_resumable, load_checkpoint, set_rng_state
 
         path = self.out_dir / CHECKPOINT_NAME
         if not path.exists():

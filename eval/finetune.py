@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -26,8 +25,8 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from eval.common import (EvalDataConfig, EvalRunConfig, InputError, ScheduleConfig, StepTrainer, add_common_arguments,
-                         autocast, build_encoder, config_from_args, cosine_scheduler, eval_loader,
-                         evaluate_classifier, load_inputs, validate_common, write_records)
+                         autocast, build_encoder, cosine_scheduler, eval_loader,
+                         evaluate_classifier, load_inputs, validate_common, write_records, run_command)
 
 
 @dataclass
@@ -290,18 +289,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, "finetune")
 
 
-def run(args: argparse.Namespace) -> int:
-    from gmae.config import ConfigError
+def _describe(cfg: FinetuneConfig, s: dict) -> str:
+    return (f"finetune: top1 {s['top1']:.2f}  top5 {s['top5']:.2f}  (effective lr {s['effective_lr']:.4g}, "
+            f"{s['step']} steps)")
 
-    try:
-        cfg = config_from_args(FinetuneConfig, args)
-        summary = run_finetune(cfg, args.checkpoint, results=args.results)
-    except (InputError, ConfigError) as e:
-        print(f"gmae eval finetune: error: {e}", file=sys.stderr)
-        return 2
-    if "stopped_at" in summary:
-        print(f"finetune stopped at step {summary['stopped_at']} (run.stop_after_steps)")
-    elif "records" in summary:
-        print(f"finetune: top1 {summary['top1']:.2f}  top5 {summary['top5']:.2f}  (effective lr "
-              f"{summary['effective_lr']:.4g}, {summary['step']} steps) -> {cfg.run.out_dir}")
-    return 0
+
+def run(args: argparse.Namespace) -> int:
+    return run_command("finetune", FinetuneConfig, run_finetune, args, _describe)

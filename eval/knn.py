@@ -13,7 +13,6 @@ sha256 and the feature settings), so an interrupted run resumes after the last f
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -22,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from eval.common import (FEATURES, EvalDataConfig, EvalRunConfig, FrozenEncoder, InputError, add_common_arguments,
-                         build_encoder, config_from_args, eval_loader, extract_features, load_inputs, topk_correct,
-                         validate_common, write_records)
+                         build_encoder, eval_loader, extract_features, load_inputs, topk_correct,
+                         validate_common, write_records, run_command)
 
 
 @dataclass
@@ -134,16 +133,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, "knn")
 
 
-def run(args: argparse.Namespace) -> int:
-    from gmae.config import ConfigError
+def _describe(cfg: KnnConfig, s: dict) -> str:
+    return f"knn (k={cfg.k}, T={cfg.temperature}): top1 {s['top1']:.2f}  top5 {s['top5']:.2f} ({s['n']} val images)"
 
-    try:
-        cfg = config_from_args(KnnConfig, args)
-        summary = run_knn(cfg, args.checkpoint, results=args.results)
-    except (InputError, ConfigError) as e:
-        print(f"gmae eval knn: error: {e}", file=sys.stderr)
-        return 2
-    if "records" in summary:
-        print(f"knn (k={cfg.k}, T={cfg.temperature}): top1 {summary['top1']:.2f}  top5 {summary['top5']:.2f} "
-              f"({summary['n']} val images) -> {cfg.run.out_dir}")
-    return 0
+
+def run(args: argparse.Namespace) -> int:
+    return run_command("knn", KnnConfig, run_knn, args, _describe)

@@ -1,6 +1,5 @@
 """`gmae reproduce`: the smoke preset end to end (what CI runs), step skipping, and the paper preset's scripts."""
 
-import json
 
 import pytest
 

@@ -15,7 +15,7 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +65,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
     return ckpt
+
+
+def check_resumable(ckpt: dict[str, Any], path: Path, config: dict[str, Any], sections: Sequence[str],
+                    source_sha256: str | None) -> None:
+    """Refuse to resume a run trained on another encoder or with other settings in ``sections``."""
+    saved_src = ckpt.get("source_sha256")
+    if saved_src is not None and source_sha256 is not None and saved_src != source_sha256:
+        raise ValueError(f"{path}: cannot resume, it was trained on another encoder checkpoint "
+                         f"(sha256 {saved_src[:12]}..., this one {source_sha256[:12]}...); use another --out")
+    saved = ckpt.get("config", {})
+    for section in sections:
+        if saved.get(section) != config.get(section):
+            raise ValueError(f"{path}: cannot resume, its {section}.* settings differ from this config "
+                             f"(saved {saved.get(section)}); use another --out")
 
 
 def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader
 
 from gmae.config import config_to_dict, save_config
-from gmae.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gmae.engine.checkpoint import check_resumable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from gmae.engine.config import PretrainConfig
 from gmae.engine.data_order import GlobalBatchSampler, SeededSamples
 from gmae.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
@@ -189,11 +189,7 @@ class Trainer:
         if not path.exists():
             return False
         ckpt = load_checkpoint(path)
-        saved = ckpt.get("config", {})
-        for section in ("model", "optim"):
-            if saved.get(section) != config_to_dict(self.cfg)[section]:
-                raise ValueError(f"{path}: cannot resume, its {section}.* settings differ from this config "
-                                 f"(saved {saved.get(section)})")
+        check_resumable(ckpt, path, config_to_dict(self.cfg), ("model", "optim"), None)
         self.load_state_dict(ckpt)
         return True
 
