@@ -545,3 +545,13 @@ def test_cli_help_needs_no_detectron2(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "--checkpoint" in text and "--num-gpus" in text and "B / 64" in text
+
+
+def test_detection_extra_matches_the_install_script_requirements():
+    import tomllib
+    from pathlib import Path
+
+    from eval.coco.install import RUNTIME_REQUIREMENTS
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    assert pyproject["project"]["optional-dependencies"]["detection"] == list(RUNTIME_REQUIREMENTS)

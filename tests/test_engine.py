@@ -266,3 +266,19 @@ def test_bad_data_root_fails_before_work(tmp_path):
     cfg = load_config(PretrainConfig, "pretrain/gmae_tiny", [f"data.root={tmp_path / 'missing'}"])
     with pytest.raises(FileNotFoundError, match="data.root"):
         Trainer(cfg)
+
+
+def test_online_probes_log_accuracy_and_leave_the_encoder_alone(tiny_data, tmp_path):
+    """The authors' diagnostic: probes train on detached features, so the encoder's update is unchanged."""
+    base = ["optim.max_steps=3", "optim.warmup_epochs=0", "optim.lr=1e-3"]
+    with_probe = Trainer(small_cfg(tiny_data, tmp_path / "probe", *base, "run.online_probe=true",
+                                   "run.log_every_steps=1"))
+    assert len(with_probe.probes.heads) == 1 and with_probe.probes.heads[0][1].out_features == 8
+    with_probe.train()
+    Trainer(small_cfg(tiny_data, tmp_path / "plain", *base)).train()
+    log = [json.loads(line) for line in open(tmp_path / "probe" / "metrics.jsonl")]
+    assert all(0.0 <= rec["probe_acc_block0"] <= 1.0 for rec in log)
+    a, b = weights(tmp_path / "probe" / "checkpoint.pth"), weights(tmp_path / "plain" / "checkpoint.pth")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert load_checkpoint(tmp_path / "probe" / "checkpoint.pth")["probes"] is not None
