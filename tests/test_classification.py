@@ -171,12 +171,12 @@ def test_linprobe_end_to_end_resume_and_record(tiny_data, tiny_encoder_file, tmp
 
     recs = _records(tmp_path / "a")
     _check_records(recs, "linprobe", tiny_encoder_file)
-    assert all(r["effective_lr"] == pytest.approx(25.6 * 32 / 256) for r in recs)  # blr x batch / 256
+    assert all(r["effective_lr"] == pytest.approx(409.6 * 32 / 256) for r in recs)  # blr x batch / 256
     assert all(r["accum_steps"] == 2 for r in recs)
     saved = load_config(LinprobeConfig, tmp_path / "a" / "config.yaml")
     assert saved.optim.batch_size == 32 and saved.head.features == "cls"
     metrics = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-    assert metrics[0]["effective_lr"] == pytest.approx(3.2)
+    assert metrics[0]["effective_lr"] == pytest.approx(51.2)
 
     enc = MaskedViTEncoder(**TINY_ARCH).eval()
     enc.load_state_dict(torch.load(tiny_encoder_file, weights_only=True)["model"])
