@@ -408,3 +408,21 @@ def test_coco_and_image_list_errors(tiny_data, tmp_path):
     broken.write_bytes(b"\x89PNG garbage")
     with pytest.raises(ValueError, match=_match(broken)):
         ImageListDataset([broken])[0]
+
+
+def test_plain_imagenet_style(tmp_path, tiny_data):
+    """The "plain" style: one dark grey shape on a light grey background; the other tasks are unchanged."""
+    few = dict(train_per_class=2, val_per_class=1, coco_train=1, coco_val=1, bsds=1, saliency=1, photos=1)
+    plain = generate_tiny(tmp_path / "plain", seed=0, size=64, imagenet_style="plain", **few)
+    assert read_manifest(plain["root"])["params"]["imagenet_style"] == "plain"
+    for path in sorted(plain["imagenet"].rglob("*.JPEG")):
+        img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(img - img.mean(-1, keepdims=True)).max() <= 6  # grey (JPEG chroma noise only)
+        grey = img.mean(-1)
+        # a dark object (luminance <= 0.4) on a light background (>= 0.6) filling the corners
+        assert np.percentile(grey, 5) < grey[:4, :4].mean() - 40 and grey[:4, :4].mean() >= 0.55 * 255
+    cluttered = generate_tiny(tmp_path / "cluttered", seed=0, size=64, **few)
+    assert "imagenet_style" not in read_manifest(cluttered["root"])["params"]  # older sets stay valid
+    assert (plain["saliency"] / "masks").exists()
+    with pytest.raises(ValueError, match="imagenet_style"):
+        generate_tiny(tmp_path / "bad", imagenet_style="fancy", **few)

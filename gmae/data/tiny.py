@@ -283,6 +283,31 @@ def _imagenet_image(seed: int, size: int, split: int, cls: int, i: int) -> bytes
     return _encode(img, "JPEG")
 
 
+class _Flat:
+    """A constant-colour texture (same call signature as _Texture)."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def __call__(self, ys: np.ndarray, xs: np.ndarray, h: int = 0, w: int = 0, cy: float = 0, cx: float = 0):
+        return np.full((len(ys), len(xs), 3), self.value)
+
+
+def _imagenet_plain_image(seed: int, size: int, split: int, cls: int, i: int) -> bytes:
+    """The "plain" style: one dark grey shape, large and near the centre, on a light grey background; no
+    distractors, colour or texture. Self-supervised pretraining at CPU scale can learn this class signal;
+    the default cluttered style needs far more compute than a tiny run has."""
+    rng = np.random.default_rng([seed, _TASK_IMAGENET, split, cls, i, 1])
+    background, foreground = rng.uniform(0.6, 0.9), rng.uniform(0.1, 0.4)
+    obj = _Object(SHAPES[cls], rng.uniform(0.42, 0.58) * size, rng.uniform(0.42, 0.58) * size,
+                  rng.uniform(0.30, 0.38) * size, rng.uniform(0.0, 2 * np.pi), _Flat(foreground))
+    img, _ = _render(size, size, lambda ys, xs: _Flat(background)(ys, xs), [obj])
+    return _encode(img, "JPEG")
+
+
+IMAGENET_STYLES = {"cluttered": _imagenet_image, "plain": _imagenet_plain_image}
+
+
 def _coco_image(seed: int, size: int, split: int, i: int, min_px: int):
     rng = np.random.default_rng([seed, _TASK_COCO, split, i])
     h, w = _aspect_hw(rng, size)
@@ -505,8 +530,9 @@ class _Writer:
         self.files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
-def _params(seed, size, counts) -> dict:
-    return {"format": FORMAT, "version": FORMAT_VERSION, "seed": int(seed), "size": int(size), **counts}
+def _params(seed, size, counts, imagenet_style: str = "cluttered") -> dict:
+    style = {} if imagenet_style == "cluttered" else {"imagenet_style": imagenet_style}  # old manifests stay valid
+    return {"format": FORMAT, "version": FORMAT_VERSION, "seed": int(seed), "size": int(size), **counts, **style}
 
 
 def read_manifest(root: str | Path) -> dict | None:
@@ -544,7 +570,8 @@ def _is_ours(root: Path) -> bool:
 
 def generate_tiny(out: str | Path, seed: int = 0, size: int = 64, *, train_per_class: int = 32,
                   val_per_class: int = 8, coco_train: int = 32, coco_val: int = 24, bsds: int = 8,
-                  saliency: int = 16, photos: int = 24, overwrite: bool = False) -> dict[str, Path]:
+                  saliency: int = 16, photos: int = 24, imagenet_style: str = "cluttered",
+                  overwrite: bool = False) -> dict[str, Path]:
     """Write the tiny multi-task set under ``out`` and return the paths of its parts.
 
     Args:
@@ -555,6 +582,8 @@ def generate_tiny(out: str | Path, seed: int = 0, size: int = 64, *, train_per_c
             BSDS images are 1.5*size x size, landscape and portrait).
         train_per_class / val_per_class: ImageNet-style images per class (8 classes).
         coco_train / coco_val, bsds, saliency, photos: image counts of the other tasks.
+        imagenet_style: "cluttered" (default: the dominant shape among distractors on textured backgrounds) or
+            "plain" (one grey shape on a grey background: learnable by tiny self-supervised pretraining).
         overwrite: regenerate even when a complete set with the same parameters exists.
 
     Returns:
@@ -570,8 +599,10 @@ def generate_tiny(out: str | Path, seed: int = 0, size: int = 64, *, train_per_c
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{k} must be a positive integer, got {v!r}")
     counts = {k: int(v) for k, v in counts.items()}
+    if imagenet_style not in IMAGENET_STYLES:
+        raise ValueError(f"imagenet_style must be one of {sorted(IMAGENET_STYLES)}, got {imagenet_style!r}")
     root = Path(out)
-    params = _params(seed, size, counts)
+    params = _params(seed, size, counts, imagenet_style)
     paths = _paths(root)
     manifest = read_manifest(root)
     if manifest is not None and manifest.get("params") == params and not overwrite:
@@ -601,7 +632,7 @@ def generate_tiny(out: str | Path, seed: int = 0, size: int = 64, *, train_per_c
         for cls, shape in enumerate(SHAPES):
             for i in range(n):
                 name = f"{shape}_{i:05d}.JPEG" if split == 0 else f"ILSVRC2012_val_{cls * n + i + 1:08d}.JPEG"
-                wr.put(f"imagenet/{sname}/{shape}/{name}", _imagenet_image(seed, size, split, cls, i))
+                wr.put(f"imagenet/{sname}/{shape}/{name}", IMAGENET_STYLES[imagenet_style](seed, size, split, cls, i))
         totals[f"imagenet_{sname}"] = n * len(SHAPES)
 
     # COCO instances.
@@ -726,6 +757,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bsds", type=_count_arg, default=8, help="BSDS500 images")
     parser.add_argument("--saliency", type=_count_arg, default=16, help="saliency images")
     parser.add_argument("--photos", type=_count_arg, default=24, help="photo crops")
+    parser.add_argument("--imagenet-style", choices=("cluttered", "plain"), default="cluttered",
+                        help="ImageNet-style images: cluttered (default) or plain (one grey shape; learnable by "
+                             "tiny self-supervised pretraining)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate even if a complete set exists")
 
 
@@ -734,7 +768,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         paths = generate_tiny(args.out, seed=args.seed, size=args.size, train_per_class=args.train_per_class,
                               val_per_class=args.val_per_class, coco_train=args.coco_train, coco_val=args.coco_val,
-                              bsds=args.bsds, saliency=args.saliency, photos=args.photos, overwrite=args.overwrite)
+                              bsds=args.bsds, saliency=args.saliency, photos=args.photos,
+                              imagenet_style=args.imagenet_style, overwrite=args.overwrite)
     except (ValueError, FileExistsError, RuntimeError) as e:
         print(f"gmae data tiny: error: {e}", file=sys.stderr)
         return 2
