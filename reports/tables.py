@@ -149,22 +149,37 @@ class Table:
     note: str = ""
 
 
-def _default_k(gmae: pd.DataFrame) -> Any:
-    ks = gmae["num_gaussians"].dropna()
-    if ks.empty:
-        return None
-    return 256 if (ks == 256).any() else ks.mode().iloc[0]
+ABLATION_KEYS = ("num_gaussians", "max_scale", "mask_ratio_pt", "loss_type")
+
+
+def _reference_values(gm: pd.DataFrame) -> dict[str, Any]:
+    """The sweep's base setting: per ablation key, the value most GMAE pretraining runs share (an ablation
+    sweep varies one key at a time), ties broken in favour of the paper's default."""
+    runs = gm[gm["protocol"] == "pretrain"]
+    runs = runs if not runs.empty else gm
+    ref: dict[str, Any] = {}
+    for key in ABLATION_KEYS:
+        counts = runs.drop_duplicates(subset=["sha256", "checkpoint"])[key].dropna().value_counts()
+        if counts.empty:
+            continue
+        top = counts[counts == counts.max()].index.tolist()
+        default = PAPER_DEFAULTS.get(key, 256 if key == "num_gaussians" else None)
+        ref[key] = default if default in top else top[0]
+    return ref
+
+
+def _matches(frame: pd.DataFrame, key: str, value: Any) -> pd.Series:
+    if isinstance(value, str):
+        return frame[key] == value
+    return (pd.to_numeric(frame[key], errors="coerce") - value).abs() < 1e-9
 
 
 def _gmae_default_rows(df: pd.DataFrame, free_key: str) -> pd.DataFrame:
+    """GMAE records whose run equals the sweep's base setting in every ablation key except ``free_key``."""
     gm = df[df["family"] == "gmae"]
-    for key, val in PAPER_DEFAULTS.items():
+    for key, value in _reference_values(gm).items():
         if key != free_key:
-            gm = gm[gm[key] == val] if isinstance(val, str) else gm[(gm[key] - val).abs() < 1e-9]
-    if free_key != "num_gaussians":
-        k = _default_k(gm)
-        if k is not None:
-            gm = gm[gm["num_gaussians"] == k]
+            gm = gm[_matches(gm, key, value)]
     return gm
 
 
@@ -174,7 +189,7 @@ def ablation_table(df: pd.DataFrame, axis: str) -> Table:
     pool = _gmae_default_rows(df, key)
     rows = []
     for value, p_ft, p_lin in spec["rows"]:
-        sel = pool[pool[key] == value] if isinstance(value, str) else pool[(pool[key] - value).abs() < 1e-9]
+        sel = pool[_matches(pool, key, value)]
         ft = latest(sel, protocol="finetune", metric="top1")
         lin = latest(sel, protocol="linprobe", metric="top1")
         rows.append({spec["title"]: f"{value}{' (default)' if value == spec['default'] else ''}",
