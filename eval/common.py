@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+import abc
 import contextlib
 import json
 import random
@@ -23,6 +24,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gmae.engine.config import LoopRunConfig, ScheduleConfig, accumulation_steps, validate_loop  # noqa: F401
 from gmae.engine.data_order import sample_seed
 
 FEATURES = ("cls", "mean_tokens")
@@ -51,45 +53,10 @@ class EvalDataConfig:
 
 
 @dataclass
-class EvalRunConfig:
+class EvalRunConfig(LoopRunConfig):
     out_dir: str = "runs/eval"
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    # autocast dtype on CUDA (bf16 | fp16 | none); CPU runs are float32
-    amp: str = "bf16"
-    progress: bool = True
-    save_every_steps: int = 500
-    log_every_steps: int = 20
     # label of the result records; default: the model name stored in the checkpoint, else the file name
     model_name: Optional[str] = None
-    # preemption drills: stop (as if killed) after this many optimizer steps
-    stop_after_steps: Optional[int] = None
-
-
-@dataclass
-class ScheduleConfig:
-    """Batch, lr scaling and the per-iteration warmup + half-cycle cosine schedule (timm's CosineLRScheduler)."""
-    epochs: int = 90
-    warmup_epochs: float = 10.0
-    # effective (global) batch, reached with batch_per_device x processes x accumulation steps
-    batch_size: int = 1024
-    batch_per_device: int = 128
-    blr: float = 1e-3  # lr = blr * batch_size / 256
-    lr: Optional[float] = None  # absolute lr; overrides blr when set
-    min_lr: float = 0.0
-    # stop after this many optimizer steps (smoke runs); the schedule still spans ``epochs``
-    max_steps: Optional[int] = None
-
-    def effective_lr(self) -> float:
-        return self.lr if self.lr is not None else self.blr * self.batch_size / 256
-
-
-def accumulation_steps(optim: ScheduleConfig, world_size: int) -> int:
-    per_step = optim.batch_per_device * world_size
-    if optim.batch_size % per_step:
-        raise ValueError(f"optim.batch_size={optim.batch_size} is not a multiple of optim.batch_per_device"
-                         f"={optim.batch_per_device} x {world_size} processes")
-    return optim.batch_size // per_step
 
 
 def validate_common(cfg: Any) -> None:
@@ -101,18 +68,9 @@ def validate_common(cfg: Any) -> None:
 
 
 def _validate_common(cfg: Any) -> None:
-    if cfg.run.amp not in ("bf16", "fp16", "none"):
-        raise ValueError(f"run.amp must be bf16, fp16 or none, got {cfg.run.amp!r}")
-    if cfg.run.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
+    validate_loop(cfg)
     if cfg.data.img_size < 1 or cfg.data.eval_batch_per_device < 1:
         raise ValueError("data.img_size and data.eval_batch_per_device must be >= 1")
-    optim = getattr(cfg, "optim", None)
-    if optim is not None:
-        if optim.epochs < 1 or optim.batch_size < 1 or optim.batch_per_device < 1:
-            raise ValueError("optim.epochs, optim.batch_size and optim.batch_per_device must be >= 1")
-        if not 0 <= optim.warmup_epochs <= optim.epochs:
-            raise ValueError(f"optim.warmup_epochs={optim.warmup_epochs} must lie in [0, optim.epochs]")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -523,7 +481,7 @@ def config_from_args(schema, args) -> Any:
 CHECKPOINT_NAME = "checkpoint.pth"
 
 
-class StepTrainer:
+class StepTrainer(metaclass=abc.ABCMeta):
     """Epochs of optimizer steps over a seeded, resumable data order (pretraining's pattern): atomic
     ``out_dir/checkpoint.pth`` every ``run.save_every_steps`` and at the end, exact resume from any step, a
     JSONL metrics log and a tqdm bar on rank 0.
@@ -560,18 +518,22 @@ class StepTrainer:
         self.optimizer = self.scheduler = None
 
     # -- to implement ------------------------------------------------------------------------------------------
+    @abc.abstractmethod
     def train_step(self, it) -> float:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def evaluate(self) -> Dict[str, float]:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def modules_state(self) -> Dict[str, Any]:
         raise NotImplementedError
 
     def end_of_epoch(self, epoch: int) -> None:
         """Called after the last step of every epoch (fine-tuning evaluates here when asked to)."""
 
+    @abc.abstractmethod
     def load_modules_state(self, state: Dict[str, Any]) -> None:
         raise NotImplementedError
 

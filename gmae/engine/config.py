@@ -42,18 +42,17 @@ class DataConfig:
 
 
 @dataclass
-class OptimConfig:
-    epochs: int = 400
+class ScheduleConfig:
+    """Batch, lr scaling and the per-iteration linear warmup + half-cycle cosine schedule, shared by the
+    pretraining loop and the linear-probe / fine-tuning loops (each sets its protocol's defaults)."""
+    epochs: int = 90
+    warmup_epochs: float = 10.0
     # effective (global) batch; reached with batch_per_device x processes x accumulation steps
-    batch_size: int = 4096
-    batch_per_device: int = 64
-    blr: float = 1e-4  # lr = blr * batch_size / 256
+    batch_size: int = 1024
+    batch_per_device: int = 128
+    blr: float = 1e-3  # lr = blr * batch_size / 256
     lr: Optional[float] = None  # absolute lr; overrides blr when set
-    weight_decay: float = 0.05
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
-    warmup_epochs: float = 5.0
     min_lr: float = 0.0
-    clip_grad: Optional[float] = 2.0
     # stop after this many optimizer steps (smoke runs); the schedule still spans ``epochs``
     max_steps: Optional[int] = None
 
@@ -61,23 +60,67 @@ class OptimConfig:
         return self.lr if self.lr is not None else self.blr * self.batch_size / 256
 
 
+def accumulation_steps(optim: ScheduleConfig, world_size: int) -> int:
+    """Gradient-accumulation steps that keep optim.batch_size on ``world_size`` processes (must divide exactly)."""
+    per_step = optim.batch_per_device * world_size
+    if optim.batch_size % per_step:
+        raise ValueError(f"optim.batch_size={optim.batch_size} is not a multiple of optim.batch_per_device"
+                         f"={optim.batch_per_device} x {world_size} processes")
+    return optim.batch_size // per_step
+
+
 @dataclass
-class RunConfig:
-    out_dir: str = "runs/pretrain"
+class OptimConfig(ScheduleConfig):
+    # the paper's ViT-B pretraining recipe
+    epochs: int = 400
+    warmup_epochs: float = 5.0
+    batch_size: int = 4096
+    batch_per_device: int = 64
+    blr: float = 1e-4  # lr = blr * batch_size / 256 = 1.6e-3
+    weight_decay: float = 0.05
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
+    clip_grad: Optional[float] = 2.0
+
+
+@dataclass
+class LoopRunConfig:
+    """Run settings shared by every training loop (pretraining, linear probe, fine-tuning)."""
+    out_dir: str = "runs/run"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    # autocast dtype for the transformer on CUDA ("bf16", "fp16" or "none"); rendering is always float32.
-    # CPU runs use float32 throughout (CPU bf16 autocast is slow and changes numerics).
+    # autocast dtype on CUDA ("bf16", "fp16" or "none"); CPU runs are float32 throughout
+    # (CPU bf16 autocast is slow and changes numerics)
     amp: str = "bf16"
-    save_every_steps: int = 1000
-    log_every_steps: int = 20
-    max_consecutive_nonfinite: int = 20
-    online_probe: bool = False
-    probe_lr: float = 1e-3
-    tensorboard: bool = True
     progress: bool = True
+    save_every_steps: int = 500
+    log_every_steps: int = 20
     # debugging / preemption drills: stop (as if killed) after this many optimizer steps
     stop_after_steps: Optional[int] = None
+
+
+def validate_loop(cfg) -> None:
+    """Checks of run.* and optim.* shared by every loop, naming the key, before anything is built."""
+    if cfg.run.amp not in ("bf16", "fp16", "none"):
+        raise ValueError(f"run.amp must be bf16, fp16 or none, got {cfg.run.amp!r}")
+    if cfg.run.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
+    optim = getattr(cfg, "optim", None)
+    if optim is not None:
+        if optim.epochs < 1 or optim.batch_size < 1 or optim.batch_per_device < 1:
+            raise ValueError("optim.epochs, optim.batch_size and optim.batch_per_device must be >= 1")
+        if not 0 <= optim.warmup_epochs <= optim.epochs:
+            raise ValueError(f"optim.warmup_epochs={optim.warmup_epochs} must lie in [0, optim.epochs]")
+
+
+@dataclass
+class RunConfig(LoopRunConfig):
+    out_dir: str = "runs/pretrain"
+    save_every_steps: int = 1000
+    max_consecutive_nonfinite: int = 20
+    online_probe: bool = False
+    # the authors' online probes: the paper gives no optimiser; ours is AdamW, lr 1e-3, no weight decay
+    probe_lr: float = 1e-3
+    tensorboard: bool = True
 
 
 @dataclass

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from gmae.config import config_to_dict, save_config
 from gmae.engine.checkpoint import check_resumable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from gmae.engine.config import PretrainConfig
+from gmae.engine.config import PretrainConfig, accumulation_steps, validate_loop
 from gmae.engine.data_order import GlobalBatchSampler, SeededSamples
 from gmae.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from gmae.models import create_model
@@ -33,7 +33,7 @@ CHECKPOINT_NAME = "checkpoint.pth"
 
 
 class NonFiniteLossError(RuntimeError):
-    pass
+    """Too many non-finite steps in a row: the run stops, keeping its last good checkpoint."""
 
 
 class OnlineProbes(nn.Module):
@@ -56,14 +56,6 @@ class OnlineProbes(nn.Module):
         return loss, torch.stack(correct)
 
 
-def _accum_steps(cfg: PretrainConfig, world_size: int) -> int:
-    per_step = cfg.optim.batch_per_device * world_size
-    if cfg.optim.batch_size % per_step:
-        raise ValueError(f"optim.batch_size={cfg.optim.batch_size} is not a multiple of optim.batch_per_device"
-                         f"={cfg.optim.batch_per_device} x {world_size} processes")
-    return cfg.optim.batch_size // per_step
-
-
 def build_dataset(cfg: PretrainConfig, num_patches: int) -> SeededSamples:
     from gmae.data.datasets import ImageFolderDataset
     from gmae.data.transforms import pretrain_transform
@@ -84,16 +76,11 @@ def _autocast(cfg: PretrainConfig, device: torch.device):
 
 def validate(cfg: PretrainConfig) -> None:
     """Cheap checks that name the key, before any model or data is built."""
-    if cfg.run.amp not in ("bf16", "fp16", "none"):
-        raise ValueError(f"run.amp must be bf16, fp16 or none, got {cfg.run.amp!r}")
-    if cfg.run.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
+    validate_loop(cfg)
     if len(cfg.data.crop_scale) != 2 or not 0 < cfg.data.crop_scale[0] <= cfg.data.crop_scale[1] <= 1:
         raise ValueError(f"data.crop_scale must be [lo, hi] within (0, 1], got {cfg.data.crop_scale}")
     if len(cfg.optim.betas) != 2:
         raise ValueError(f"optim.betas must have two values, got {cfg.optim.betas}")
-    if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1 or cfg.optim.batch_per_device < 1:
-        raise ValueError("optim.epochs, optim.batch_size and optim.batch_per_device must be >= 1")
     root = Path(cfg.data.root)
     if not root.is_dir():
         raise FileNotFoundError(f"data.root: folder not found: {root}")
@@ -106,7 +93,7 @@ class Trainer:
         self.dist = dist_info or init_distributed(cfg.run.device)
         self.device = self.dist.device
         self.out_dir = Path(cfg.run.out_dir)
-        self.accum = _accum_steps(cfg, self.dist.world_size)
+        self.accum = accumulation_steps(cfg.optim, self.dist.world_size)
         torch.manual_seed(cfg.run.seed + self.dist.rank)
 
         try:

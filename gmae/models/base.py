@@ -6,6 +6,8 @@ Gaussians, MAE regresses pixels. Everything the engine and the evaluations call 
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn as nn
 
@@ -38,7 +40,7 @@ def patch_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, loss
     return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-class MaskedAutoencoder(nn.Module):
+class MaskedAutoencoder(nn.Module, metaclass=abc.ABCMeta):
     """Encoder + masking shared by GMAE and MAE. Subclasses implement :meth:`predict` and :meth:`loss_target`."""
 
     def __init__(self, encoder: MaskedViTEncoder, mask_ratio: float = 0.75, loss_type: str = "masked"):
@@ -53,14 +55,17 @@ class MaskedAutoencoder(nn.Module):
         self.patch_size = encoder.patch_size
 
     # -- subclass hooks -------------------------------------------------------------------------------------
+    @abc.abstractmethod
     def predict(self, latent, ids_restore, ids_keep, imgs) -> dict:
         """Return at least {"patches": [B, L, p*p*3]} in the space of :meth:`loss_target`."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def loss_target(self, imgs: torch.Tensor) -> torch.Tensor:
         """Patchified target [B, L, p*p*3] before any norm-pix normalisation."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def to_rgb01(self, out: dict, imgs: torch.Tensor) -> torch.Tensor:
         """The prediction as [B, 3, H, W] RGB in [0, 1]."""
         raise NotImplementedError
