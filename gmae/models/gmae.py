@@ -3,6 +3,13 @@
 Data path: image -> patches / random mask -> encoder (visible tokens + CLS) -> decoder over
 [CLS, visible tokens, k queries] -> Linear(512 -> 14) on the k query outputs -> activations -> Gaussians ->
 render(224 x 224, white background, the authors' camera) -> per-patch MSE on masked patches in [0, 1] RGB.
+
+``compat="authors"`` reproduces what the authors' training code computes where it departs from the paper's
+description (tekotan/video-gmae, ``chewbacca/``; the README's deviation ledger measures each item):
+the decoder positions of the visible tokens are gathered from the position table *including* its CLS row,
+so patch j gets patch j-1's code and patch 0 the all-zero CLS row; rendering follows gsplat v0.1.0
+(``render(..., compat="gsplat-0.1.0")``: +1 px centres, 3-sigma tile culling, its backward); and the "all"
+loss is summed, not averaged, over the images of a forward pass.
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ from gmae.models.vit import MaskedViTEncoder, decoder_blocks, init_mae_weights, 
 from gmae.render import Gaussians, render
 
 GAUSSIAN_CHANNELS = 14
+# "paper": the method as the paper describes it (default); "authors": as the authors' code computes it
+MODEL_COMPAT = ("paper", "authors")
+# the renderer rules each model compat mode trains with
+RENDER_COMPAT = {"paper": None, "authors": "gsplat-0.1.0"}
 
 
 def shoemake_quaternion(u: torch.Tensor) -> torch.Tensor:
@@ -52,12 +63,18 @@ def _elapsed(t0: float, like: torch.Tensor) -> float:
 
 
 class GaussianDecoder(nn.Module):
-    """MAE-style decoder over [CLS, visible tokens, k queries]; no mask tokens for masked patches."""
+    """MAE-style decoder over [CLS, visible tokens, k queries]; no mask tokens for masked patches.
+
+    ``shifted_positions`` reproduces the authors' gather: visible patch j gets row j of the position table
+    that starts with the CLS row, i.e. patch j-1's code (patch 0: zeros), instead of its own.
+    """
 
     def __init__(self, num_patches: int, grid_size: int, embed_dim: int = 768, decoder_dim: int = 512,
-                 depth: int = 8, num_heads: int = 16, mlp_ratio: float = 4.0, num_gaussians: int = 256):
+                 depth: int = 8, num_heads: int = 16, mlp_ratio: float = 4.0, num_gaussians: int = 256,
+                 shifted_positions: bool = False):
         super().__init__()
         self.num_gaussians = num_gaussians
+        self.shifted_positions = shifted_positions
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, decoder_dim), requires_grad=False)
         # query j = one shared mask-token parameter + a per-query embedding
@@ -77,7 +94,8 @@ class GaussianDecoder(nn.Module):
         """latent [B, 1 + K, D] (CLS first), ids_keep [B, K] -> raw Gaussian parameters [B, k, 14]."""
         x = self.decoder_embed(latent)
         b, _, d = x.shape
-        pos = self.decoder_pos_embed[0, 1:, :][ids_keep]  # [B, K, d]: each visible token's own patch position
+        table = self.decoder_pos_embed[0] if self.shifted_positions else self.decoder_pos_embed[0, 1:]
+        pos = table[ids_keep]  # [B, K, d]: each visible token's own patch position (paper) or the row before it
         x = torch.cat([x[:, :1, :], x[:, 1:, :] + pos], dim=1)  # CLS gets no position
         queries = (self.mask_token + self.query_embed).expand(b, -1, -1)
         x = torch.cat([x, queries], dim=1)
@@ -94,7 +112,10 @@ class GMAE(MaskedAutoencoder):
                  depth: int = 12, num_heads: int = 12, decoder_embed_dim: int = 512, decoder_depth: int = 8,
                  decoder_num_heads: int = 16, mlp_ratio: float = 4.0, num_gaussians: int = 256,
                  max_scale: float = 1.0, mask_ratio: float = 0.75, loss_type: str = "masked",
-                 render_backend: str = "auto", background: tuple[float, float, float] = (1.0, 1.0, 1.0)):
+                 render_backend: str = "auto", background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 compat: str = "paper"):
+        if compat not in MODEL_COMPAT:
+            raise ValueError(f"compat must be one of {MODEL_COMPAT}, got {compat!r}")
         encoder = MaskedViTEncoder(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio)
         super().__init__(encoder, mask_ratio, loss_type)
         if num_gaussians < 1:
@@ -102,7 +123,10 @@ class GMAE(MaskedAutoencoder):
         if max_scale <= 0:
             raise ValueError(f"max_scale must be > 0, got {max_scale}")
         self.decoder = GaussianDecoder(encoder.num_patches, encoder.grid_size, embed_dim, decoder_embed_dim,
-                                       decoder_depth, decoder_num_heads, mlp_ratio, num_gaussians)
+                                       decoder_depth, decoder_num_heads, mlp_ratio, num_gaussians,
+                                       shifted_positions=compat == "authors")
+        self.compat = compat
+        self.render_compat = RENDER_COMPAT[compat]
         self.num_gaussians = num_gaussians
         self.max_scale = max_scale
         self.render_backend = render_backend
@@ -119,7 +143,7 @@ class GMAE(MaskedAutoencoder):
         if self.time_rendering:
             t0 = _elapsed(0.0, gaussians.means)
         out = render(gaussians, height=height, width=width, background=self.background,
-                     backend=self.render_backend)
+                     backend=self.render_backend, compat=self.render_compat)
         rgb = out.rgb.permute(0, 3, 1, 2)
         if self.time_rendering:
             self.last_render_seconds = _elapsed(t0, gaussians.means)
@@ -141,6 +165,15 @@ class GMAE(MaskedAutoencoder):
 
         rgb.register_hook(started)
         means.register_hook(finished)
+
+    def forward(self, imgs: torch.Tensor, mask_ratio: float | None = None, noise: torch.Tensor | None = None,
+                return_block_outputs: bool = False) -> dict:
+        out = super().forward(imgs, mask_ratio, noise, return_block_outputs)
+        if self.compat == "authors" and self.loss_type == "all":
+            # the authors add up each image's mean over all patches (16x ours at their 16 images per GPU);
+            # it reaches training only through the gradient-norm clip and AdamW's epsilon
+            out["loss"] = out["loss"] * imgs.shape[0]
+        return out
 
     def predict(self, latent, ids_restore, ids_keep, imgs) -> dict:
         gaussians = self.decode_gaussians(latent, ids_keep)

@@ -127,8 +127,8 @@ class MaskedViTEncoder(nn.Module):
         nn.init.normal_(self.cls_token, std=0.02)
         self.blocks.apply(init_mae_weights)
         self.norm.apply(init_mae_weights)
-        if self.patch_embed.proj.bias is not None:
-            nn.init.zeros_(self.patch_embed.proj.bias)
+        # The patch projection's bias keeps PyTorch's default Conv2d init, as in MAE and the GMAE authors' code
+        # (their init touches only Linear and LayerNorm modules).
 
     def architecture(self) -> dict:
         """Plain-typed description used to rebuild the encoder (stored in checkpoints and exports)."""
