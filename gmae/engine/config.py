@@ -16,6 +16,9 @@ class ModelConfig:
     # GMAE only: number of Gaussians k and maximum scale c; None keeps the model's default (256, 1.0)
     num_gaussians: Optional[int] = None
     max_scale: Optional[float] = None
+    # "paper" (default): the method as the paper describes it; "authors": GMAE as the authors' code computes it
+    # (decoder position gather, gsplat v0.1.0 rendering, summed "all" loss; see the README's deviation ledger)
+    compat: str = "paper"
     # any other constructor argument of the registered model
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
@@ -25,6 +28,8 @@ class ModelConfig:
             out["num_gaussians"] = self.num_gaussians
         if self.max_scale is not None:
             out["max_scale"] = self.max_scale
+        if self.compat != "paper":  # only GMAE has an authors' mode; MAE then refuses the key by name
+            out["compat"] = self.compat
         out.update(self.kwargs)
         return out
 
@@ -37,6 +42,9 @@ class DataConfig:
     img_size: int = 224
     # RandomResizedCrop scale: GMAE (0.08, 1.0); MAE uses (0.2, 1.0)
     crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+    # "tf": MAE's TF/TPU-style RandomResizedCrop (one draw, clipped to the image; MAE and the GMAE authors
+    # pretrain with it); "torchvision": torchvision's (up to 10 rejection draws, then a centre crop)
+    crop: str = "tf"
     num_workers: int = 10
     pin_memory: bool = True
 
@@ -80,6 +88,10 @@ class OptimConfig(ScheduleConfig):
     weight_decay: float = 0.05
     betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
     clip_grad: Optional[float] = 2.0
+    # "step": linear warmup + half-cycle cosine updated every iteration (MAE's; default);
+    # "epoch": the authors' LambdaLR stepped once per epoch: (e + 1) / warmup in warmup, then
+    # 0.5 (1 + cos(pi (e + 1 - warmup) / (epochs - warmup))), so epoch 0 runs at lr / warmup and the last at 0
+    lr_interval: str = "step"
 
 
 @dataclass
@@ -118,7 +130,10 @@ class RunConfig(LoopRunConfig):
     save_every_steps: int = 1000
     max_consecutive_nonfinite: int = 20
     online_probe: bool = False
-    # the authors' online probes: the paper gives no optimiser; ours is AdamW, lr 1e-3, no weight decay
+    # "separate": the probes get their own AdamW (lr run.probe_lr, no weight decay) outside the gradient clip,
+    # so they cannot touch the encoder's update; "shared": the authors' setup, the probes' parameters sit in
+    # the main AdamW (same lr schedule and weight-decay groups) and inside the same global gradient-norm clip
+    probe_optimizer: str = "separate"
     probe_lr: float = 1e-3
     tensorboard: bool = True
 

@@ -27,9 +27,24 @@ from gmae.engine.checkpoint import check_resumable, load_checkpoint, rng_state, 
 from gmae.engine.config import PretrainConfig, accumulation_steps, validate_loop
 from gmae.engine.data_order import GlobalBatchSampler, SeededSamples
 from gmae.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from gmae.data.transforms import CROPS
 from gmae.models import create_model
+from gmae.models.gmae import MODEL_COMPAT
 
 CHECKPOINT_NAME = "checkpoint.pth"
+LR_INTERVALS = ("step", "epoch")
+PROBE_OPTIMIZERS = ("separate", "shared")
+
+
+def authors_epoch_lr_factor(epoch: int, warmup_epochs: float, epochs: int) -> float:
+    """The GMAE authors' per-epoch LambdaLR factor (``lr_interval: epoch``) for 0-based ``epoch``.
+
+    Warmup ``(epoch + 1) / warmup_epochs``; then ``0.5 (1 + cos(pi (epoch + 1 - warmup) / (epochs - warmup)))``,
+    which reaches 0 on the last epoch.
+    """
+    if epoch < warmup_epochs:
+        return (epoch + 1) / warmup_epochs
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch + 1 - warmup_epochs) / (epochs - warmup_epochs)))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -38,7 +53,7 @@ class NonFiniteLossError(RuntimeError):
 
 class OnlineProbes(nn.Module):
     """The authors' diagnostic: per block, mean over tokens -> BatchNorm1d(affine=False) -> Linear, trained
-    on detached features with its own optimizer (so it never touches the encoder or its gradient clipping)."""
+    on detached features (``run.probe_optimizer``: its own AdamW, or the main one as the authors did)."""
 
     def __init__(self, dim: int, depth: int, num_classes: int):
         super().__init__()
@@ -63,7 +78,7 @@ def build_dataset(cfg: PretrainConfig, num_patches: int) -> SeededSamples:
     root = Path(cfg.data.root)
     split_dir = root / cfg.data.split if (root / cfg.data.split).is_dir() else root
     base = ImageFolderDataset(split_dir, transform=None)
-    tf = pretrain_transform(cfg.data.img_size, scale=tuple(cfg.data.crop_scale))
+    tf = pretrain_transform(cfg.data.img_size, scale=tuple(cfg.data.crop_scale), crop=cfg.data.crop)
     return SeededSamples(base, tf, num_patches, cfg.run.seed)
 
 
@@ -79,6 +94,16 @@ def validate(cfg: PretrainConfig) -> None:
     validate_loop(cfg)
     if len(cfg.data.crop_scale) != 2 or not 0 < cfg.data.crop_scale[0] <= cfg.data.crop_scale[1] <= 1:
         raise ValueError(f"data.crop_scale must be [lo, hi] within (0, 1], got {cfg.data.crop_scale}")
+    if cfg.data.crop not in CROPS:
+        raise ValueError(f"data.crop must be one of {CROPS}, got {cfg.data.crop!r}")
+    if cfg.model.compat not in MODEL_COMPAT:
+        raise ValueError(f"model.compat must be one of {MODEL_COMPAT}, got {cfg.model.compat!r}")
+    if cfg.optim.lr_interval not in LR_INTERVALS:
+        raise ValueError(f"optim.lr_interval must be one of {LR_INTERVALS}, got {cfg.optim.lr_interval!r}")
+    if cfg.optim.lr_interval == "epoch" and cfg.optim.min_lr != 0:
+        raise ValueError("optim.min_lr must be 0 with optim.lr_interval=epoch (the authors' schedule ends at 0)")
+    if cfg.run.probe_optimizer not in PROBE_OPTIMIZERS:
+        raise ValueError(f"run.probe_optimizer must be one of {PROBE_OPTIMIZERS}, got {cfg.run.probe_optimizer!r}")
     if len(cfg.optim.betas) != 2:
         raise ValueError(f"optim.betas must have two values, got {cfg.optim.betas}")
     root = Path(cfg.data.root)
@@ -111,8 +136,19 @@ class Trainer:
         self.warmup_steps = int(round(cfg.optim.warmup_epochs * self.steps_per_epoch))
         self.lr = cfg.optim.effective_lr()
 
+        self.probes = self.probe_optimizer = None
+        if cfg.run.online_probe:
+            num_classes = len(getattr(self.dataset.dataset, "classes", [])) or 1000
+            self.probes = OnlineProbes(enc.embed_dim, enc.depth, num_classes).to(self.device)
+        shared_probes = self.probes is not None and cfg.run.probe_optimizer == "shared"
+
         groups = param_groups_weight_decay(self.model, cfg.optim.weight_decay, no_weight_decay_list=())
+        if shared_probes:  # the authors' optimiser holds the probes too, with the same decay rule
+            groups += param_groups_weight_decay(self.probes, cfg.optim.weight_decay, no_weight_decay_list=())
         self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=tuple(cfg.optim.betas))
+        if self.probes is not None and not shared_probes:
+            self.probe_optimizer = torch.optim.AdamW(self.probes.parameters(), lr=cfg.run.probe_lr,
+                                                     weight_decay=0.0)
         self.scheduler = CosineLRScheduler(
             self.optimizer, t_initial=max(1, self.total_steps - self.warmup_steps), lr_min=cfg.optim.min_lr,
             warmup_t=self.warmup_steps, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
@@ -123,12 +159,6 @@ class Trainer:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-        self.probes = self.probe_optimizer = None
-        if cfg.run.online_probe:
-            num_classes = len(getattr(self.dataset.dataset, "classes", [])) or 1000
-            self.probes = OnlineProbes(enc.embed_dim, enc.depth, num_classes).to(self.device)
-            self.probe_optimizer = torch.optim.AdamW(self.probes.parameters(), lr=cfg.run.probe_lr,
-                                                     weight_decay=0.0)
 
         self.step = 0
         self.nonfinite_skipped = 0
@@ -161,7 +191,8 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         if self.probes is not None and ckpt.get("probes") is not None:
             self.probes.load_state_dict(ckpt["probes"])
-            self.probe_optimizer.load_state_dict(ckpt["probe_optimizer"])
+            if self.probe_optimizer is not None:
+                self.probe_optimizer.load_state_dict(ckpt["probe_optimizer"])
         self.step = int(ckpt["step"])
         self.nonfinite_skipped = int(ckpt.get("nonfinite_skipped", 0))
         set_rng_state(ckpt["rng"])
@@ -281,9 +312,18 @@ class Trainer:
             "checkpoint": str(self.out_dir / CHECKPOINT_NAME),
         }
 
+    def _set_lr(self) -> None:
+        if self.cfg.optim.lr_interval == "step":
+            self.scheduler.step_update(num_updates=self.step)
+            return
+        o = self.cfg.optim
+        lr = self.lr * authors_epoch_lr_factor(self.step // self.steps_per_epoch, o.warmup_epochs, o.epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def _train_step(self, it, timed: bool):
         cfg = self.cfg
-        self.scheduler.step_update(num_updates=self.step)
+        self._set_lr()
         self.optimizer.zero_grad(set_to_none=True)
         if self.probe_optimizer is not None:
             self.probe_optimizer.zero_grad(set_to_none=True)
@@ -315,6 +355,11 @@ class Trainer:
                 n_seen += labels.numel()
         if render_s is not None:
             self.model.time_rendering = False
+        if self.probes is not None and self.dist.enabled:
+            # the probes sit outside DDP: average their gradients so every rank keeps the same probes
+            for p in self.probes.parameters():
+                if p.grad is not None:
+                    all_reduce_sum(p.grad).div_(self.dist.world_size)
         if self.probe_optimizer is not None:
             self.probe_optimizer.step()
         # every rank must agree on skipping a step
@@ -325,7 +370,8 @@ class Trainer:
         grad_norm = float("nan")
         if flag.item() == 0:
             self.scaler.unscale_(self.optimizer)
-            params = [p for p in self.model.parameters() if p.grad is not None]
+            # with shared probes the clip sees the probes' gradients too, as in the authors' code
+            params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
             if cfg.optim.clip_grad is not None:
                 gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
             else:
