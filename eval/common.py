@@ -414,15 +414,20 @@ def append_metrics(out_dir: Path, record: Dict[str, Any]) -> None:
 
 def write_records(protocol: str, metrics: Dict[str, float], *, cfg: Any, checkpoint: str | Path,
                   model_name: Optional[str], results: Optional[str | Path], **extra) -> list[dict]:
-    """Append one record per metric (``top1``, ``top5``) to the results store (default: the run's out dir)."""
+    """Append one record per metric to the results store (default: the run's out dir): ``top1`` and ``top5`` of
+    the final weights, and ``best_top1`` (the best evaluated epoch, as MAE reports; with ``best_epoch`` and
+    ``n_evals``) when ``metrics`` has it."""
     from gmae.config import config_to_dict
     from gmae.results import ResultsStore, make_record
 
     name = model_name or cfg.run.model_name or stored_model_name(checkpoint)
     conf = config_to_dict(cfg)
-    records = [make_record(protocol, metric, metrics[metric], model=name, checkpoint=checkpoint, config=conf,
-                           data=str(cfg.data.root), out_dir=str(cfg.run.out_dir), **extra)
-               for metric in ("top1", "top5")]
+    common = dict(model=name, checkpoint=checkpoint, config=conf, data=str(cfg.data.root),
+                  out_dir=str(cfg.run.out_dir), **extra)
+    records = [make_record(protocol, metric, metrics[metric], **common) for metric in ("top1", "top5")]
+    if "best_top1" in metrics:
+        records.append(make_record(protocol, "best_top1", metrics["best_top1"], best_epoch=metrics["best_epoch"],
+                                   n_evals=metrics["n_evals"], **common))
     ResultsStore(results or cfg.run.out_dir).append(records)
     return records
 
@@ -516,6 +521,8 @@ class StepTrainer(metaclass=abc.ABCMeta):
         self.lr = cfg.optim.effective_lr()
         self.step = 0
         self.optimizer = self.scheduler = None
+        self.best: Dict[str, Dict[str, float]] = {}
+        self.n_evals = 0
 
     # -- to implement ------------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -531,7 +538,28 @@ class StepTrainer(metaclass=abc.ABCMeta):
         raise NotImplementedError
 
     def end_of_epoch(self, epoch: int) -> None:
-        """Called after the last step of every epoch (fine-tuning evaluates here when asked to)."""
+        """Called after the last step of every epoch: evaluates every ``cfg.eval_every_epochs`` epochs (MAE
+        evaluates every epoch and reports the best), logging the result and keeping the best top-1."""
+        every = getattr(self.cfg, "eval_every_epochs", None)
+        if every and (epoch + 1) % every == 0:
+            metrics = self.evaluate()
+            self.note_eval(metrics, epoch)
+            self.log({"step": self.step, "epoch": epoch, "event": "eval", **metrics})
+
+    def note_eval(self, metrics: Dict[str, float], epoch: int) -> None:
+        """Keep, per ``*top1`` metric, the best value and its epoch (saved with the checkpoint for resume)."""
+        self.n_evals += 1
+        for key, value in metrics.items():
+            if key.endswith("top1") and (key not in self.best or value > self.best[key]["value"]):
+                self.best[key] = {"value": float(value), "epoch": int(epoch)}
+
+    def best_summary(self) -> Dict[str, Any]:
+        """``best_top1``/``best_epoch`` (and ``best_<prefix>top1``/``best_<prefix>epoch``, e.g. for EMA)."""
+        out: Dict[str, Any] = {"n_evals": self.n_evals}
+        for key, b in self.best.items():
+            prefix = key[: -len("top1")]
+            out[f"best_{key}"], out[f"best_{prefix}epoch"] = b["value"], b["epoch"]
+        return out
 
     @abc.abstractmethod
     def load_modules_state(self, state: Dict[str, Any]) -> None:
@@ -546,7 +574,8 @@ class StepTrainer(metaclass=abc.ABCMeta):
                 "scheduler": self.scheduler.state_dict(), "step": self.step,
                 "epoch": self.step // self.steps_per_epoch, "config": config_to_dict(self.cfg),
                 "protocol": self.protocol, "source_sha256": self.source_sha256, "rng": rng_state(),
-                "world_size": self.dist.world_size, "finished": finished}
+                "world_size": self.dist.world_size, "finished": finished,
+                "best": self.best, "n_evals": self.n_evals}
 
     def save(self, finished: bool = False) -> None:
         from gmae.engine.checkpoint import save_checkpoint
@@ -575,6 +604,8 @@ class StepTrainer(metaclass=abc.ABCMeta):
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step = int(ckpt["step"])
+        self.best = dict(ckpt.get("best") or {})
+        self.n_evals = int(ckpt.get("n_evals", 0))
         set_rng_state(ckpt["rng"])
         return True
 
@@ -641,7 +672,8 @@ class StepTrainer(metaclass=abc.ABCMeta):
             if bar is not None:
                 bar.close()
         metrics = self.evaluate()
+        self.note_eval(metrics, self.step // self.steps_per_epoch - 1)
         self.log({"step": self.step, "event": "eval", **metrics})
-        return {**metrics, "step": self.step, "resumed": resumed, "effective_lr": self.lr,
+        return {**metrics, **self.best_summary(), "step": self.step, "resumed": resumed, "effective_lr": self.lr,
                 "accum_steps": self.accum, "world_size": self.dist.world_size,
                 "checkpoint": str(self.out_dir / CHECKPOINT_NAME)}

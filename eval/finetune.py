@@ -81,8 +81,9 @@ class FinetuneConfig:
     optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     run: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(out_dir="runs/finetune"))
-    # evaluate (and log to metrics.jsonl) every this many epochs during training; the record is the final eval
-    eval_every_epochs: Optional[int] = None
+    # evaluate (and log to metrics.jsonl) every this many epochs (MAE: every epoch, reporting the best); the
+    # records hold the final weights' top1/top5 and best_top1 over every evaluation (null: the final one only)
+    eval_every_epochs: Optional[int] = 1
     reference: Optional[Dict[str, Any]] = None
 
 
@@ -247,11 +248,6 @@ class FinetuneTrainer(StepTrainer):
             out.update({f"ema_{k}": v for k, v in ema.items()})
         return out
 
-    def end_of_epoch(self, epoch: int) -> None:
-        every = self.cfg.eval_every_epochs
-        if every and (epoch + 1) % every == 0:
-            self.log({"step": self.step, "epoch": epoch, "event": "eval", **self.evaluate()})
-
 
 def run_finetune(cfg: FinetuneConfig, checkpoint: str, results: Optional[str] = None) -> Dict[str, Any]:
     """Check inputs, fine-tune (or resume), evaluate, append the records (rank 0). Returns the summary."""
@@ -276,7 +272,9 @@ def run_finetune(cfg: FinetuneConfig, checkpoint: str, results: Optional[str] = 
             records = write_records("finetune", summary, cfg=cfg, checkpoint=inputs.checkpoint, model_name=None,
                                     results=results, weights="final", **extra)
             if "ema_top1" in summary:
-                records += write_records("finetune", {"top1": summary["ema_top1"], "top5": summary["ema_top5"]},
+                ema = {"top1": summary["ema_top1"], "top5": summary["ema_top5"], "best_top1": summary["best_ema_top1"],
+                       "best_epoch": summary["best_ema_epoch"], "n_evals": summary["n_evals"]}
+                records += write_records("finetune", ema,
                                          cfg=cfg, checkpoint=inputs.checkpoint, model_name=None, results=results,
                                          weights="ema", **extra)
             summary["records"] = records

@@ -25,6 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from gmae.data.transforms import CROPS
+
 from eval.common import (FEATURES, EvalDataConfig, EvalRunConfig, FrozenEncoder, InputError, ScheduleConfig,
                          StepTrainer, add_common_arguments, autocast, build_encoder, cosine_scheduler,
                          eval_loader,
@@ -39,8 +41,10 @@ class LinprobeHeadConfig:
 
 @dataclass
 class LinprobeDataConfig(EvalDataConfig):
-    # RandomResizedCrop scale of the train augmentation (torchvision's default, as MAE's linear probe)
+    # RandomResizedCrop of the train augmentation: MAE's linear probe uses its TF-style crop
+    # (main_linprobe.py imports util/crop.py) at the default scale (0.08, 1); "torchvision" for torchvision's
     crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop: str = "tf"
 
 
 @dataclass
@@ -62,6 +66,9 @@ class LinprobeConfig:
     data: LinprobeDataConfig = field(default_factory=LinprobeDataConfig)
     optim: LinprobeOptimConfig = field(default_factory=LinprobeOptimConfig)
     run: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(out_dir="runs/linprobe"))
+    # evaluate every this many epochs (MAE: every epoch, reporting the best); records hold the final top1/top5
+    # and best_top1 over every evaluation (null: the final one only)
+    eval_every_epochs: Optional[int] = 1
     # published numbers this preset reproduces (data only: the report reads them; nothing here uses them)
     reference: Optional[Dict[str, Any]] = None
 
@@ -73,6 +80,8 @@ def validate(cfg: LinprobeConfig) -> None:
     lo_hi = cfg.data.crop_scale
     if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
         raise InputError(f"data.crop_scale must be [lo, hi] within (0, 1], got {lo_hi}")
+    if cfg.data.crop not in CROPS:
+        raise InputError(f"data.crop must be one of {CROPS}, got {cfg.data.crop!r}")
 
 
 class LinearProbeHead(nn.Module):
@@ -195,7 +204,8 @@ def run_linprobe(cfg: LinprobeConfig, checkpoint: str, results: Optional[str] = 
         vit = build_encoder(inputs.state_dict, inputs.arch, size, source=str(inputs.checkpoint))
         trainer = LinprobeTrainer(cfg, FrozenEncoder(vit, cfg.head.features), inputs.train_set, inputs.val_set,
                                   num_classes=len(inputs.classes), feature_dim=int(inputs.arch["embed_dim"]),
-                                  train_transform=pretrain_transform(size, scale=tuple(cfg.data.crop_scale)),
+                                  train_transform=pretrain_transform(size, scale=tuple(cfg.data.crop_scale),
+                                                                    crop=cfg.data.crop),
                                   dist_info=dist_info, source_sha256=checkpoint_info(inputs.checkpoint)["sha256"])
         summary = trainer.train()
         if "stopped_at" not in summary and dist_info.is_main:
