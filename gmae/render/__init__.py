@@ -9,6 +9,12 @@ Backends: "torch" (tiled, exact, CPU or GPU), "dense" (every Gaussian at every p
 baseline), "gsplat" (gsplat 1.5.3 CUDA kernels, one batched call), "auto" (gsplat for CUDA tensors when the
 package is importable, else torch). Camera, projection and compositing rules: :mod:`gmae.render.camera`.
 
+Compatibility: ``render(..., compat="gsplat-0.1.0")`` reproduces the gsplat 0.1.0 rasterizer the GMAE authors
+trained with (default None: gsplat 1.5.3's rules). Centres move about +1 px in u and v (0.1.0's pixel
+convention) on every backend; backend "torch" also reproduces 0.1.0's 3-sigma tile culling and its inexact
+backward (alpha re-derived with a 0.99 clamp, no masking of clamped alphas), "gsplat" keeps 1.5.3's culling
+and exact backward, "dense" raises. Paper camera only. Details: :mod:`gmae.render.torch_backend`.
+
 Zero-shot helpers: :func:`project` (screen-space centres, covariances, conics, depths, radii),
 :func:`depth_order` (indices nearest first), and subsets via ``render(..., subset=idx)`` or
 ``Gaussians.take(idx)`` / ``Gaussians.depth_slice(start, end)``; e.g. the k nearest Gaussians of each image:
@@ -29,14 +35,19 @@ from gmae.render.camera import (
     CameraLike,
     Gaussians,
     Projection,
+    COMPAT_MODES,
     camera_depths,
+    check_compat,
     depth_order,
     project,
     quat_to_rotmat,
+    v010_radius,
+    v010_tile_range,
 )
 from gmae.render.torch_backend import render_dense, render_tiles
 
 __all__ = [
+    "COMPAT_MODES",
     "Camera",
     "Gaussians",
     "Projection",
@@ -49,6 +60,8 @@ __all__ = [
     "render",
     "render_dense",
     "render_tiles",
+    "v010_radius",
+    "v010_tile_range",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,13 +107,20 @@ def render(
     backend: Backend = "auto",
     camera: CameraLike = "paper",
     subset: Union[Tensor, slice, None] = None,
+    compat: Optional[str] = None,
 ) -> RenderOutput:
     """Render a batch of Gaussians [B, N] (each image its own) to B images of ``height`` x ``width``.
 
     background: [3] or [B, 3] (default white). camera: "paper" (default), "pinhole" or a :class:`Camera`.
     subset: render only ``gaussians.take(subset)`` (a slice or index tensor [K] / [B, K] along N).
+    compat: None (default; gsplat 1.5.3's rules, bit-for-bit as before) or "gsplat-0.1.0" (paper camera only):
+    centres in gsplat 0.1.0's pixel convention (about +1 px in u and v) for every backend; with
+    backend "torch" (also what "auto" picks on CPU) also 0.1.0's 3-sigma tile culling and its backward;
+    with "gsplat" 1.5.3's culling and exact backward stay; "dense" raises a ValueError. Output shapes and
+    dtypes do not change.
     Always computes in float32 with autocast off (half inputs are cast up).
     """
+    check_compat(compat)
     if subset is not None:
         gaussians = gaussians.take(subset)
     if height <= 0 or width <= 0:
@@ -110,11 +130,11 @@ def render(
     name = choose_backend(backend, g.means.device)
     with torch.autocast(device_type=g.means.device.type, enabled=False):
         if name == "torch":
-            rgb, alpha, depth = render_tiles(g, height, width, bg, camera)
+            rgb, alpha, depth = render_tiles(g, height, width, bg, camera, compat=compat)
         elif name == "dense":
-            rgb, alpha, depth = render_dense(g, height, width, bg, camera)
+            rgb, alpha, depth = render_dense(g, height, width, bg, camera, compat=compat)
         else:
             from gmae.render.gsplat_backend import render_gsplat
 
-            rgb, alpha, depth = render_gsplat(g, height, width, bg, camera)
+            rgb, alpha, depth = render_gsplat(g, height, width, bg, camera, compat=compat)
     return RenderOutput(rgb, alpha, depth, name)

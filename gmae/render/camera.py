@@ -18,6 +18,15 @@ centre, ``t_z = z + 8``) the cube (-1, 1)^3 fills only about the central eighth 
 ``Camera("pinhole", fx=..., fy=...)`` to zoom in (``fx = 4 W`` makes the plane z = 0 match the paper's centres).
 
 Gaussians behind the near plane (``t_z <= 0.01``, gsplat's default) are culled by every backend.
+
+Compatibility mode ``compat="gsplat-0.1.0"`` (paper camera only) reproduces the pixel convention of the
+gsplat 0.1.0 call the GMAE authors trained with (``ProjectGaussians`` with ``projmat = viewmat``, the
+identity rotation and translation (0, 0, 8), ``c = (W/2, H/2)``): that version computes
+``u' = 0.5 W x / (w + 1e-6) + 0.5 + c_x`` with w = 1 and samples pixel (i, j) at the integer point (j, i),
+so in this module's continuous convention the centre is ``u = (W/2) x / (1 + 1e-6) + W/2 + 1`` (and the
+same for v): about one pixel right of and below the default. Covariances, conics and depths are unchanged.
+Its 3-sigma tile culling is :func:`v010_tile_range`; gsplat 0.1.0 also clips ``t_x / t_z`` to +-1.3 inside
+the footprint Jacobian, which only matters for |x| > 1.3 (z + 8) (far off the image) and is not reproduced.
 """
 
 from __future__ import annotations
@@ -39,6 +48,17 @@ NEAR = 0.01  # near plane: Gaussians with camera depth <= NEAR are culled
 # The tile bounding boxes are grown by this relative margin so that float32 rounding at the exact
 # alpha = 1/255 contour can never drop a pixel that the per-pixel test would keep.
 _BOX_MARGIN = 1e-4
+
+COMPAT_MODES = (None, "gsplat-0.1.0")
+# gsplat 0.1.0 divides by the homogeneous w (= 1 for the authors' view matrix) plus this constant.
+_V010_W_EPS = 1e-6
+
+
+def check_compat(compat: Optional[str]) -> Optional[str]:
+    """``compat`` if it is a supported mode (None or "gsplat-0.1.0"), else a ValueError."""
+    if compat not in COMPAT_MODES:
+        raise ValueError(f"compat must be None (gsplat 1.5.3 rules) or 'gsplat-0.1.0', got {compat!r}")
+    return compat
 
 
 @dataclass
@@ -203,12 +223,20 @@ def depth_order(gaussians: Gaussians, camera: CameraLike = "paper") -> Tensor:
     return torch.argsort(camera_depths(gaussians, camera).detach(), dim=-1, stable=True)
 
 
-def project(gaussians: Gaussians, height: int, width: int, camera: CameraLike = "paper") -> Projection:
+def project(
+    gaussians: Gaussians, height: int, width: int, camera: CameraLike = "paper", compat: Optional[str] = None
+) -> Projection:
     """Project Gaussians [B, N] to an image of ``height`` x ``width``; see :class:`Projection`.
 
     Works in the dtype of ``gaussians`` (the renderers pass float32; tests may pass float64).
+    compat: None (default) or "gsplat-0.1.0", which moves the centres to gsplat 0.1.0's pixel convention
+    (about +1 px in u and v, see the module docstring; paper camera only); radii, extent and visible keep
+    their meaning around the moved centres.
     """
+    check_compat(compat)
     cam = as_camera(camera).resolved(height, width)
+    if compat is not None and cam.model != "paper":
+        raise ValueError(f"compat={compat!r} reproduces the authors' paper camera; got camera model {cam.model!r}")
     means, opac = gaussians.means, gaussians.opacities
     tx, ty = means[..., 0], means[..., 1]
     tz = means[..., 2] + cam.z_offset
@@ -238,7 +266,11 @@ def project(gaussians: Gaussians, height: int, width: int, camera: CameraLike = 
     det = cxx * cyy - cxy * cxy  # >= 0.09 thanks to EPS2D
     conics = torch.stack((cyy / det, -cxy / det, cxx / det), -1)
 
-    if cam.model == "paper":
+    if compat == "gsplat-0.1.0":
+        # 0.1.0's ndc2pix(x / (1 + 1e-6)) lands on integer-centred pixels; +0.5 converts to ours.
+        u = (width / 2.0) * (tx / (1.0 + _V010_W_EPS)) + (width / 2.0 + 1.0)
+        v = (height / 2.0) * (ty / (1.0 + _V010_W_EPS)) + (height / 2.0 + 1.0)
+    elif cam.model == "paper":
         u = (width / 2.0) * (tx + 1.0)
         v = (height / 2.0) * (ty + 1.0)
     else:
@@ -271,3 +303,34 @@ def project(gaussians: Gaussians, height: int, width: int, camera: CameraLike = 
 def tile_grid(height: int, width: int) -> tuple[int, int]:
     """Number of TILE x TILE tiles (rows, columns) covering the image."""
     return math.ceil(height / TILE), math.ceil(width / TILE)
+
+
+def v010_radius(cov2d: Tensor) -> Tensor:
+    """gsplat 0.1.0's culling radius of 2-D covariances [..., 3] (xx, xy, yy, with the 0.3 I), [...]:
+    ceil(3 sqrt(b + sqrt(max(0.1, b^2 - det)))) with b the mean of the diagonal (a 3-sigma radius whose
+    eigenvalue gap is floored, so it is at least 3 sqrt(b + 0.32)); no opacity term."""
+    cov2d = cov2d.detach()
+    b = 0.5 * (cov2d[..., 0] + cov2d[..., 2])
+    det = cov2d[..., 0] * cov2d[..., 2] - cov2d[..., 1] * cov2d[..., 1]
+    lam = b + torch.sqrt((b * b - det).clamp_min(0.1))
+    return torch.ceil(3.0 * torch.sqrt(lam))
+
+
+def v010_tile_range(proj: Projection, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Tile ranges [lo, hi) [B, N, 2] (x, y; integer-valued, in the dtype of means2d) that gsplat 0.1.0 bins
+    each Gaussian of a ``compat="gsplat-0.1.0"`` projection into; empty (lo == hi) for culled Gaussians.
+
+    0.1.0 works in its own integer-centred pixel coordinates c' = c - 0.5: lo = clamp(int((c' - r)/16)),
+    hi = clamp(int((c' + r)/16 + 1)) to [0, tiles] with C truncation (after clamping the same as floor),
+    r = :func:`v010_radius`. A pixel outside these tiles never sees the Gaussian, even where
+    alpha >= 1/255: the 3-sigma box is narrower than the opacity-aware one once o > exp(4.5)/255 ~ 0.35.
+    The near-plane cut is not applied here (``proj.visible`` carries it; the tiled renderer uses both).
+    """
+    tiles_y, tiles_x = tile_grid(height, width)
+    c = proj.means2d.detach() - 0.5
+    r = v010_radius(proj.cov2d).unsqueeze(-1)
+    top = c.new_tensor([tiles_x, tiles_y])
+    lo = torch.minimum(torch.trunc((c - r) / TILE).clamp_min(0.0), top)
+    hi = torch.minimum(torch.trunc((c + r) / TILE + 1.0).clamp_min(0.0), top)
+    hi = torch.where(torch.isfinite(c).all(-1, keepdim=True), hi, lo)  # non-finite centres bin nowhere
+    return lo, hi

@@ -9,6 +9,11 @@ gsplat's batch layout [..., C, N] with C = 1 camera per image, so B images are o
 Features rendered are (r, g, b, z, 1) with background (bg, 0, 0): channel 3 is sum w z and channel 4 the
 accumulated alpha sum w (= 1 - T_final), exactly what the PyTorch backends composite.
 
+``compat="gsplat-0.1.0"`` changes only where the Gaussians land (gsplat 0.1.0's pixel convention, from
+:func:`gmae.render.camera.project`); culling (the opacity-aware boxes), compositing and the exact backward
+remain gsplat 1.5.3's, unlike ``backend="torch"`` with the same compat, which also reproduces 0.1.0's
+3-sigma tile culling and its backward.
+
 gsplat is imported lazily, only when this backend runs on CUDA tensors: importing it is harmless on a CPU
 machine but its first kernel call starts a JIT build of the CUDA extension.
 """
@@ -24,7 +29,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from gmae.render.camera import TILE, CameraLike, Gaussians, Projection, project, tile_grid
+from gmae.render.camera import TILE, CameraLike, Gaussians, Projection, check_compat, project, tile_grid
 from gmae.render.torch_backend import _background, _features
 
 GSPLAT_VERSION = "1.5.3"
@@ -131,11 +136,15 @@ def render_gsplat(
     background: Optional[Tensor] = None,
     camera: CameraLike = "paper",
     gsplat_module: Optional[ModuleType] = None,
+    compat: Optional[str] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Render Gaussians [B, N] (float32 CUDA tensors) with gsplat: rgb [B, H, W, 3], alpha, depth [B, H, W].
 
     ``gsplat_module`` substitutes an object with gsplat's three functions (tests use a CPU stand-in).
+    compat: None or "gsplat-0.1.0": the latter moves the centres to gsplat 0.1.0's pixel convention only;
+    gsplat 1.5.3's culling and exact backward stay (see the module docstring).
     """
+    check_compat(compat)
     if gsplat_module is None:
         if not gaussians.means.is_cuda:
             raise RuntimeError(
@@ -144,7 +153,7 @@ def render_gsplat(
         gsplat_module = load_gsplat()
     if gaussians.means.dtype != torch.float32:
         raise TypeError(f"backend='gsplat' renders float32 only, got {gaussians.means.dtype}")
-    proj = project(gaussians, height, width, camera)
+    proj = project(gaussians, height, width, camera, compat)
     bg = _background(background, gaussians.batch_size, gaussians.means)
     packed = pack_gsplat_inputs(gaussians, proj, bg, height, width)
     feats, _ = rasterize_packed(gsplat_module, packed)

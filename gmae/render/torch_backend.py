@@ -18,6 +18,21 @@ alpha < 1/255), composites each tile's depth-sorted list with a cumulative produ
 differentiated, as gsplat does) and recomputes each chunk, so memory stays O(chunk) rather than
 O(B N H W). ``render_dense`` evaluates every Gaussian at every pixel with plain autograd: the speed
 baseline and a second reference.
+
+``render_tiles(..., compat="gsplat-0.1.0")`` reproduces the gsplat 0.1.0 rasterizer the GMAE authors used:
+centres in its pixel convention (:func:`gmae.render.camera.project`), its 3-sigma tile binning
+(:func:`gmae.render.camera.v010_tile_range`: a pixel only sees the Gaussians binned to its tile, so alpha
+>= 1/255 can be dropped near the box edge), the same compositing rule, and its backward, which is not the
+exact derivative of its forward. Walking back from the last composited Gaussian it re-derives
+alpha'_k = min(0.99, o_k vis_k) (0.99, not 0.999) and T'_k = T_final / prod_{j >= k} (1 - alpha'_j), and uses
+
+    dL/df_k = alpha'_k T'_k dL/dF,
+    dL/dalpha_k = T'_k f_k . dL/dF - (sum_{j>k} f_j alpha'_j T'_j . dL/dF + T_final dL/dT_final) / (1 - alpha'_k),
+    dL/do_k = vis_k dL/dalpha_k,  dL/dsigma_k = -o_k vis_k dL/dalpha_k,
+
+even where o vis >= 0.999 clamps the forward's alpha (the default passes no gradient there). It is applied
+to all five features. ``render_dense`` has no compatibility mode (its plain autograd could only give the
+exact derivative) and raises for it.
 """
 
 from __future__ import annotations
@@ -36,8 +51,10 @@ from gmae.render.camera import (
     CameraLike,
     Gaussians,
     Projection,
+    check_compat,
     project,
     tile_grid,
+    v010_tile_range,
 )
 
 # Pixels x Gaussians evaluated at once per chunk. On CPU small chunks stay in cache (2^17 float32 = 512 KB
@@ -45,6 +62,8 @@ from gmae.render.camera import (
 CHUNK_ELEMS_CPU = 1 << 17
 CHUNK_ELEMS_CUDA = 1 << 24
 _PIX = TILE * TILE
+# gsplat 0.1.0's backward kernel clamps the re-derived alpha to this (its forward uses ALPHA_MAX = 0.999).
+V010_BWD_ALPHA_MAX = 0.99
 
 
 def _features(gaussians: Gaussians, proj: Projection) -> Tensor:
@@ -96,18 +115,27 @@ class _TilePlan:
     chunks: list[tuple[int, int, int]]
 
 
-def _build_plan(proj: Projection, height: int, width: int, chunk_elems: int) -> _TilePlan:
+def _build_plan(
+    proj: Projection, height: int, width: int, chunk_elems: int, compat: Optional[str] = None
+) -> _TilePlan:
     b, n = proj.depths.shape
     ty_n, tx_n = tile_grid(height, width)
     with torch.no_grad():
         dev = proj.depths.device
         order = torch.argsort(proj.depths.detach(), dim=-1, stable=True)  # [B, N] nearest first
-        uv = proj.means2d.detach().gather(1, order.unsqueeze(-1).expand(-1, -1, 2))
-        ext = proj.extent.gather(1, order.unsqueeze(-1).expand(-1, -1, 2)).to(uv.dtype)
+        by2 = order.unsqueeze(-1).expand(-1, -1, 2)
+        uv = proj.means2d.detach().gather(1, by2)
+        ext = proj.extent.gather(1, by2).to(uv.dtype)
         vis = proj.visible.gather(1, order)
         # Tile range [lo, hi) of each Gaussian's box, as gsplat's isect_tiles computes it.
         lo = torch.floor((uv - ext) / TILE)
         hi = torch.ceil((uv + ext) / TILE)
+        if compat == "gsplat-0.1.0":
+            # Every pixel with alpha >= 1/255 lies in the opacity-aware box, so intersecting it with 0.1.0's
+            # 3-sigma box composites exactly 0.1.0's per-pixel lists, with fewer pairs to evaluate.
+            lo_v, hi_v = v010_tile_range(proj, height, width)
+            lo = torch.maximum(lo, lo_v.gather(1, by2))
+            hi = torch.minimum(hi, hi_v.gather(1, by2))
         x_idx = torch.arange(tx_n, device=dev, dtype=uv.dtype)
         y_idx = torch.arange(ty_n, device=dev, dtype=uv.dtype)
         in_x = (x_idx >= lo[..., 0:1]) & (x_idx < hi[..., 0:1])  # [B, N, tx]
@@ -183,7 +211,7 @@ class _TileComposite(torch.autograd.Function):
     """sum_i f_i w_i and T_final per pixel for all images, with a hand-written, chunk-recomputing backward."""
 
     @staticmethod
-    def forward(ctx, means2d, conics, opac, feat, plan: _TilePlan, height: int, width: int):
+    def forward(ctx, means2d, conics, opac, feat, plan: _TilePlan, height: int, width: int, v010_bwd: bool):
         # means2d [M, 2], conics [M, 3], opac [M], feat [M, C] with M = B*N flattened.
         n_pairs_all = plan.batch * plan.tiles_y * plan.tiles_x
         out_f = feat.new_zeros(n_pairs_all, _PIX, feat.shape[-1])
@@ -197,6 +225,7 @@ class _TileComposite(torch.autograd.Function):
             out_t[ids] = ch.t_final
         ctx.save_for_backward(means2d, conics, opac, feat)
         ctx.plan = plan
+        ctx.v010_bwd = v010_bwd
         return _untile(out_f, plan, height, width), _untile(out_t.unsqueeze(-1), plan, height, width).squeeze(-1)
 
     @staticmethod
@@ -217,27 +246,52 @@ class _TileComposite(torch.autograd.Function):
             f = feat[g]
             ch = _Chunk(px, py, means2d[g], conics[g], opac[g], valid)
             gf, gt = g_f[ids], g_t[ids]
-            # dF/dalpha_k = T_k f_k - (sum_{j>k} w_j f_j) / (1 - alpha_k); dT_final/dalpha_k = -T_final/(1 - alpha_k).
             gdot = torch.einsum("pqc,pkc->pqk", gf, f)  # dL/dF . f_k per pixel
-            wg = ch.w * gdot
-            behind = wg.sum(-1, keepdim=True) - torch.cumsum(wg, -1)  # sum over j > k
-            d_alpha = ch.t_excl * gdot - (behind + (ch.t_final * gt).unsqueeze(-1)) / ch.one_m
-            # Only composited, unclamped Gaussians pass gradient to their parameters.
-            on = ch.live & ch.keep & (ch.alpha_raw < ALPHA_MAX)
-            d_alpha = torch.where(on, d_alpha, 0.0)
+            if ctx.v010_bwd:
+                d_alpha, w = _v010_d_alpha(ch, gdot, gt)
+            else:
+                # dF/dalpha_k = T_k f_k - (sum_{j>k} w_j f_j) / (1 - alpha_k);
+                # dT_final/dalpha_k = -T_final / (1 - alpha_k).
+                w = ch.w
+                wg = ch.w * gdot
+                behind = wg.sum(-1, keepdim=True) - torch.cumsum(wg, -1)  # sum over j > k
+                d_alpha = ch.t_excl * gdot - (behind + (ch.t_final * gt).unsqueeze(-1)) / ch.one_m
+                # Only composited, unclamped Gaussians pass gradient to their parameters.
+                on = ch.live & ch.keep & (ch.alpha_raw < ALPHA_MAX)
+                d_alpha = torch.where(on, d_alpha, 0.0)
             d_sigma = -d_alpha * ch.alpha_raw  # alpha = o exp(-sigma)
             sdx, sdy = d_sigma * ch.dx, d_sigma * ch.dy
             dm = torch.stack(((ch.a * sdx + ch.b * sdy).sum(1), (ch.b * sdx + ch.c * sdy).sum(1)), -1)
             dc = torch.stack((0.5 * (sdx * ch.dx).sum(1), (sdx * ch.dy).sum(1), 0.5 * (sdy * ch.dy).sum(1)), -1)
             do = (d_alpha * ch.vis).sum(1)
-            df = torch.einsum("pqc,pqk->pkc", gf, ch.w)
+            df = torch.einsum("pqc,pqk->pkc", gf, w)
             gv = g.reshape(-1)
             # Padded slots carry exact zeros (their w and d_alpha are masked), so adding them to id 0 is harmless.
             d_mean.index_add_(0, gv, dm.reshape(-1, 2))
             d_conic.index_add_(0, gv, dc.reshape(-1, 3))
             d_opac.index_add_(0, gv, do.reshape(-1))
             d_feat.index_add_(0, gv, df.reshape(-1, feat.shape[-1]))
-        return d_mean, d_conic, d_opac, d_feat, None, None, None
+        return d_mean, d_conic, d_opac, d_feat, None, None, None, None
+
+
+def _v010_d_alpha(ch: _Chunk, gdot: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
+    """gsplat 0.1.0's dL/dalpha and the weights it gives dL/df, [P, 256, K] each (see the module docstring).
+
+    gdot [P, 256, K] = dL/dF . f_k, gt [P, 256] = dL/dT_final. Non-composited slots get exact zeros.
+    """
+    used = ch.live & ch.keep  # the Gaussians 0.1.0's backward walk visits: composited ones, up to the stop
+    alpha_b = torch.where(used, ch.alpha_raw.clamp_max(V010_BWD_ALPHA_MAX), 0.0)
+    one_m_b = 1.0 - alpha_b
+    # T'_k = T_final / prod_{j >= k} (1 - alpha'_j): a suffix product (>= T_final >= 1e-4 as alpha' <= alpha,
+    # so the division is safe).
+    suffix = torch.flip(torch.cumprod(torch.flip(one_m_b, (-1,)), -1), (-1,))
+    t_b = ch.t_final.unsqueeze(-1) / suffix
+    w_b = alpha_b * t_b  # zero where unused
+    wg = w_b * gdot
+    behind = wg.sum(-1, keepdim=True) - torch.cumsum(wg, -1)  # sum over j > k
+    d_alpha = t_b * gdot - (behind + (ch.t_final * gt).unsqueeze(-1)) / one_m_b
+    # No mask for clamped alphas: 0.1.0 passes vis * dL/dalpha to the opacity wherever it composited.
+    return torch.where(used, d_alpha, 0.0), w_b
 
 
 def _untile(x: Tensor, plan: _TilePlan, height: int, width: int) -> Tensor:
@@ -264,17 +318,21 @@ def render_tiles(
     background: Optional[Tensor] = None,
     camera: CameraLike = "paper",
     chunk_elems: Optional[int] = None,
+    compat: Optional[str] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Tiled render of Gaussians [B, N] in their own dtype: rgb [B, H, W, 3], alpha [B, H, W], depth [B, H, W].
 
     ``chunk_elems`` bounds the pixels x Gaussians evaluated at once (working memory about 20 x 4 bytes x
     chunk_elems in float32); default 2^17 on CPU, 2^24 on GPU.
+    compat: None (gsplat 1.5.3 rules) or "gsplat-0.1.0" (its centres, 3-sigma tile binning and backward;
+    see the module docstring; paper camera only).
     """
+    check_compat(compat)
     if chunk_elems is None:
         chunk_elems = CHUNK_ELEMS_CUDA if gaussians.means.is_cuda else CHUNK_ELEMS_CPU
-    proj = project(gaussians, height, width, camera)
+    proj = project(gaussians, height, width, camera, compat)
     bg = _background(background, gaussians.batch_size, gaussians.means)
-    plan = _build_plan(proj, height, width, chunk_elems)
+    plan = _build_plan(proj, height, width, chunk_elems, compat)
     b, n = proj.depths.shape
     feat = _features(gaussians, proj)
     feat_sum, t_final = _TileComposite.apply(
@@ -285,6 +343,7 @@ def render_tiles(
         plan,
         height,
         width,
+        compat == "gsplat-0.1.0",
     )
     return _finish(feat_sum, t_final, bg)
 
@@ -300,11 +359,19 @@ def render_dense(
     width: int,
     background: Optional[Tensor] = None,
     camera: CameraLike = "paper",
+    compat: Optional[str] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Every Gaussian at every pixel with plain autograd; same outputs as :func:`render_tiles`.
 
     O(B N H W) memory: a speed baseline and test reference, not for training-size batches.
+    compat must be None: plain autograd cannot reproduce gsplat 0.1.0's backward, so
+    ``compat="gsplat-0.1.0"`` raises a ValueError naming the backends that support it.
     """
+    if check_compat(compat) is not None:
+        raise ValueError(
+            f"backend='dense' has no compat={compat!r} mode (its autograd backward would be exact, not "
+            f"gsplat 0.1.0's); use backend='torch' (forward and backward) or 'gsplat' (centres only)"
+        )
     proj = project(gaussians, height, width, camera)
     bg = _background(background, gaussians.batch_size, gaussians.means)
     order = torch.argsort(proj.depths.detach(), dim=-1, stable=True)
