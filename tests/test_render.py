@@ -833,6 +833,26 @@ def test_v010_three_sigma_tiles_drop_a_pixel_the_opacity_box_keeps():
     assert a_32 > 1 / 255
 
 
+def test_v010_radius_and_tile_box_edge_cases():
+    # Hand-made screen-space Gaussians (isotropic, cov2d = (s, 0, s)), 64 x 64 image, 4 x 4 tiles.
+    #  s = 106.6: b^2 - det = 0 is floored to 0.1, so r = ceil(3 sqrt(106.6 + 0.316)) = ceil(31.02) = 32
+    #             (without the floor it would be ceil(30.97) = 31).
+    #  s = 100.3: r = ceil(3 sqrt(100.616)) = 31; with 0.1.0's centre at (1, 40) the right edge c' + r = 32
+    #             is a tile boundary, and int(32/16 + 1) = 3 takes tile 2 in (a ceil would stop at 2);
+    #             the left edge int((1 - 31)/16) = int(-1.875) = -1 is clamped to 0;
+    #             in y: int((40 - 31)/16) = 0, int((40 + 31)/16 + 1) = 5 clamped to 4.
+    from gmae.render.camera import Projection
+    cov = torch.tensor([[[106.6, 0.0, 106.6], [100.3, 0.0, 100.3]]], dtype=torch.float64)
+    means2d = torch.tensor([[[30.5, 30.5], [1.5, 40.5]]], dtype=torch.float64)  # ours = 0.1.0's + 0.5
+    z = torch.zeros(1, 2, dtype=torch.float64)
+    p = Projection(means2d, cov, cov, z + 8, z, torch.zeros(1, 2, 2, dtype=torch.int32), z > -1)
+    assert gmae_render.v010_radius(cov).tolist() == [[32.0, 31.0]]
+    lo, hi = gmae_render.v010_tile_range(p, 64, 64)
+    assert lo[0, 1].tolist() == [0.0, 0.0] and hi[0, 1].tolist() == [3.0, 4.0]
+    # 30 - 32 = -2 -> int(-0.125) = 0; int(62 / 16 + 1) = 4
+    assert lo[0, 0].tolist() == [0.0, 0.0] and hi[0, 0].tolist() == [4.0, 4.0]
+
+
 def test_v010_gsplat_backend_packs_shifted_centres():
     # (f) The gsplat backend with compat lands Gaussians at 0.1.0's centres (1.5.3's culling kept). With
     # opacities below exp(4.5)/255 the 3-sigma tiles cut nothing, so it equals the torch backend's compat.
