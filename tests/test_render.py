@@ -581,8 +581,11 @@ def ref_v010_screen(means, scales, quats, h, w):
         bb = 0.5 * (cov2[0, 0] + cov2[1, 1])
         lam = bb + math.sqrt(max(0.1, bb * bb - det))
         rad = math.ceil(3.0 * math.sqrt(lam))
-        box = [min(max(0, math.trunc(cx / 16 - rad / 16)), tiles_x), min(max(0, math.trunc(cx / 16 + rad / 16 + 1)), tiles_x),
-               min(max(0, math.trunc(cy / 16 - rad / 16)), tiles_y), min(max(0, math.trunc(cy / 16 + rad / 16 + 1)), tiles_y)]
+        def clamp(t, top):
+            return min(max(0, t), top)
+
+        box = [clamp(math.trunc(cx / 16 - rad / 16), tiles_x), clamp(math.trunc(cx / 16 + rad / 16 + 1), tiles_x),
+               clamp(math.trunc(cy / 16 - rad / 16), tiles_y), clamp(math.trunc(cy / 16 + rad / 16 + 1), tiles_y)]
         out.append(dict(xy=(cx, cy), conic=conic, depth=tz, radius=rad, box=box, front=tz > 0.01))
     return out
 
@@ -817,10 +820,12 @@ def test_v010_three_sigma_tiles_drop_a_pixel_the_opacity_box_keeps():
     s = math.sqrt(100.0) / (w / 2 / 8.0)  # pixel std = (f / t_z) s
     sy = math.sqrt(100.0) / (h / 2 / 8.0)
     x = (0.9 + 0.5 - 1.0 - w / 2) / (w / 2) * (1 + 1e-6)  # u = x' + 0.5 in our convention
-    g = Gaussians(torch.tensor([[[x, 0.0, 0.0]]], dtype=torch.float64), torch.tensor([[[s, sy, 1e-3]]], dtype=torch.float64),
-                  torch.tensor([[[1.0, 0, 0, 0]]], dtype=torch.float64), torch.zeros(1, 1, 3, dtype=torch.float64),
-                  torch.tensor([[1.0]], dtype=torch.float64))
+    f64 = dict(dtype=torch.float64)
+    g = Gaussians(torch.tensor([[[x, 0.0, 0.0]]], **f64), torch.tensor([[[s, sy, 1e-3]]], **f64),
+                  torch.tensor([[[1.0, 0, 0, 0]]], **f64), torch.zeros(1, 1, 3, **f64), torch.tensor([[1.0]], **f64))
     p = project(g, h, w, compat=V010)
+    # the opacity-aware box of the same (moved) Gaussian reaches 33 px right of it: into tile 2
+    assert p.extent[0, 0, 0].item() >= 33 and math.ceil((p.means2d[0, 0, 0].item() + 33) / 16) >= 3
     assert gmae_render.v010_radius(p.cov2d).item() == 31
     lo, hi = gmae_render.v010_tile_range(p, h, w)
     assert (lo[0, 0, 0].item(), hi[0, 0, 0].item()) == (0, 2)

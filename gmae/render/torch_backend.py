@@ -288,8 +288,8 @@ def _v010_d_alpha(ch: _Chunk, gdot: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]
     t_b = ch.t_final.unsqueeze(-1) / suffix
     w_b = alpha_b * t_b  # zero where unused
     wg = w_b * gdot
-    # sum over j > k as a back-to-front running sum, like 0.1.0's buffer (padding at the back adds exact zeros
-    # first, so the result does not depend on the chunking).
+    # sum over j > k as a back-to-front running sum, like 0.1.0's buffer; the padding at the back of a list
+    # then only adds exact zeros before the real terms, so it cannot change these sums.
     suffix_wg = torch.flip(torch.cumsum(torch.flip(wg, (-1,)), -1), (-1,))
     behind = torch.cat((suffix_wg[..., 1:], torch.zeros_like(suffix_wg[..., :1])), -1)
     d_alpha = t_b * gdot - (behind + (ch.t_final * gt).unsqueeze(-1)) / one_m_b
