@@ -18,6 +18,7 @@ from scipy.spatial.transform import Rotation
 
 from gmae.render import Camera, Gaussians, choose_backend, depth_order, project, render
 from gmae.render import gsplat_backend
+import gmae.render as gmae_render
 from gmae.render.torch_backend import render_dense, render_tiles
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -544,3 +545,352 @@ def test_gsplat_matches_torch_backend_on_cuda():
     for a, b in zip(grads_g, grads_t):
         assert torch.isfinite(a).all()
         assert (a - b).norm().item() <= 1e-2 * b.norm().item()
+
+
+# ------------------------------------------------------------------------------------------------
+# compat="gsplat-0.1.0": against a float64 per-pixel transcription of gsplat 0.1.0's kernels
+# ------------------------------------------------------------------------------------------------
+#
+# Transcribed from the behaviour of gsplat v0.1.0 (helpers.cuh ndc2pix / project_pix / compute_cov2d_bounds /
+# get_tile_bbox, forward.cu rasterize_forward, backward.cu rasterize_backward_kernel) as plain Python, one
+# pixel and one Gaussian at a time; shares no code with gmae.render.
+
+V010 = "gsplat-0.1.0"
+
+
+def ref_v010_screen(means, scales, quats, h, w):
+    """Per Gaussian, float64: centre in 0.1.0's own pixel coordinates (pixel (i, j) sampled at (j, i)),
+    conic (a, b, c), camera depth, 3-sigma radius and tile box [min, max) as 0.1.0 bins it."""
+    means, scales, quats = (np.asarray(a, dtype=np.float64) for a in (means, scales, quats))
+    tiles_x, tiles_y = (w + 15) // 16, (h + 15) // 16
+    out = []
+    for i in range(means.shape[0]):
+        x, y, z = means[i]
+        tz = z + 8.0  # viewmat: identity rotation, translation (0, 0, 8)
+        q = quats[i]
+        rot = Rotation.from_quat([q[1], q[2], q[3], q[0]]).as_matrix()
+        cov3 = rot @ np.diag(scales[i] ** 2) @ rot.T
+        fx, fy = w / 2.0, h / 2.0
+        jac = np.array([[fx / tz, 0.0, -fx * x / tz**2], [0.0, fy / tz, -fy * y / tz**2]])
+        cov2 = jac @ cov3 @ jac.T + 0.3 * np.eye(2)
+        det = cov2[0, 0] * cov2[1, 1] - cov2[0, 1] ** 2
+        conic = (cov2[1, 1] / det, -cov2[0, 1] / det, cov2[0, 0] / det)
+        # project_pix with projmat = viewmat: p_hom.w = 1, then ndc2pix(v, W, c) = 0.5 W v + 0.5 + c, c = W/2.
+        rw = 1.0 / (1.0 + 1e-6)
+        cx, cy = 0.5 * w * x * rw + 0.5 + w / 2.0, 0.5 * h * y * rw + 0.5 + h / 2.0
+        bb = 0.5 * (cov2[0, 0] + cov2[1, 1])
+        lam = bb + math.sqrt(max(0.1, bb * bb - det))
+        rad = math.ceil(3.0 * math.sqrt(lam))
+        def clamp(t, top):
+            return min(max(0, t), top)
+
+        box = [clamp(math.trunc(cx / 16 - rad / 16), tiles_x), clamp(math.trunc(cx / 16 + rad / 16 + 1), tiles_x),
+               clamp(math.trunc(cy / 16 - rad / 16), tiles_y), clamp(math.trunc(cy / 16 + rad / 16 + 1), tiles_y)]
+        out.append(dict(xy=(cx, cy), conic=conic, depth=tz, radius=rad, box=box, front=tz > 0.01))
+    return out
+
+
+def ref_v010_raster(screen, feats, opac, bg, h, w, v_out=None, bwd_clamp=0.99, exact=False):
+    """0.1.0's forward (features [N, C], background [C]) and, given dL/dF per pixel [h, w, C], its backward.
+
+    Returns F [h, w, C] (with T_final bg added), T_final [h, w], per-Gaussian grads v_xy [N, 2], v_conic [N, 3]
+    (w.r.t. our conic parameters (a, b, c): 0.1.0 stores half of the b entry, the gradient of each of the two
+    symmetric matrix entries, and its cov2d vjp adds both back), v_depth [N] (through the z feature, channel 3
+    when C = 5), v_feat [N, C], v_opac [N], and counters. ``exact=True`` (with bwd_clamp = 0.999) instead
+    gives the exact derivative of the forward: no gradient through alphas clamped at 0.999.
+    """
+    n, ch = feats.shape
+    order = sorted(range(n), key=lambda k: (screen[k]["depth"], k))
+    out = np.zeros((h, w, ch))
+    t_fin = np.ones((h, w))
+    g = dict(xy=np.zeros((n, 2)), conic=np.zeros((n, 3)), feat=np.zeros((n, ch)), opac=np.zeros(n))
+    stats = dict(over_099=0, over_0999=0, culled_visible=0, stopped=0)
+    for i in range(h):
+        for j in range(w):
+            tj, ti = j // 16, i // 16
+            binned = [k for k in order if screen[k]["front"] and screen[k]["box"][0] <= tj < screen[k]["box"][1]
+                      and screen[k]["box"][2] <= ti < screen[k]["box"][3]]
+            tr, acc, used = 1.0, np.zeros(ch), []
+            for k in order:  # only counting: alpha >= 1/255 here, yet not binned to this tile
+                if k not in binned and screen[k]["front"]:
+                    (a, b, c), (cx, cy) = screen[k]["conic"], screen[k]["xy"]
+                    dx, dy = cx - j, cy - i
+                    if opac[k] * math.exp(-(0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy)) >= 1 / 255:
+                        stats["culled_visible"] += 1
+            for k in binned:
+                (a, b, c), (cx, cy) = screen[k]["conic"], screen[k]["xy"]
+                dx, dy = cx - j, cy - i
+                sig = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+                if sig < 0:
+                    continue
+                al = min(0.999, opac[k] * math.exp(-sig))
+                if al < 1 / 255:
+                    continue
+                nt = tr * (1 - al)
+                if nt <= 1e-4:
+                    stats["stopped"] += 1
+                    break
+                acc += feats[k] * al * tr
+                tr = nt
+                used.append((k, dx, dy, sig))
+                stats["over_099"] += opac[k] * math.exp(-sig) > 0.99
+                stats["over_0999"] += opac[k] * math.exp(-sig) > 0.999
+            out[i, j] = acc + tr * bg
+            t_fin[i, j] = tr
+            if v_out is None:
+                continue
+            vo = v_out[i, j]
+            tb, buf = tr, np.zeros(ch)
+            for k, dx, dy, sig in reversed(used):  # back to front from the last composited Gaussian
+                (a, b, c) = screen[k]["conic"]
+                vis = math.exp(-sig)
+                ab = min(bwd_clamp, opac[k] * vis)
+                tb = tb / (1 - ab)
+                fac = ab * tb
+                g["feat"][k] += fac * vo
+                v_al = (feats[k] @ vo) * tb - (buf @ vo) / (1 - ab) - tr * (bg @ vo) / (1 - ab)
+                buf += feats[k] * fac
+                if exact and opac[k] * vis >= 0.999:
+                    continue  # d alpha / d(o, sigma) = 0 on the clamp
+                g["opac"][k] += vis * v_al
+                v_sig = -opac[k] * vis * v_al
+                g["conic"][k] += (0.5 * v_sig * dx * dx, v_sig * dx * dy, 0.5 * v_sig * dy * dy)
+                g["xy"][k] += (v_sig * (a * dx + b * dy), v_sig * (b * dx + c * dy))
+    return out, t_fin, g, stats
+
+
+def make_v010_case():
+    """Two 32 x 48 images of 20 Gaussians: opacities at/near 1 (o vis > 0.99), wide opaque ones that 0.1.0's
+    3-sigma tiles cut, centres near and past the border."""
+    g = make_case(21, 2, 20, xy=1.1, log_scale=(-1.0, 1.3), quat_mag=False, dtype=torch.float64)
+    g.opacities[:, 0::4] = 1.0
+    g.opacities[:, 1::6] = 0.996
+    g.means[:, 5, :2] = torch.tensor([0.98, -0.97], dtype=torch.float64)  # at the bottom-right corner region
+    g.means[:, 6, :2] = torch.tensor([-1.02, 0.2], dtype=torch.float64)  # centre just off the left edge
+    # Wide and opaque, axis-aligned, centre 5 px left of the image: pixel std 12 px in x, so r = 37 and its tiles
+    # end at x = 32 while alpha >= 1/255 reaches 33.3 px past the centre (columns 32-33 are culled).
+    g.means[:, 7] = torch.tensor([-1.25, 0.1, 0.0], dtype=torch.float64)
+    g.scales[:, 7] = torch.tensor([4.0, 3.0, 0.3], dtype=torch.float64)
+    g.quats[:, 7] = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    g.opacities[:, 7] = 0.97
+    # an opaque pair one behind the other: T drops below 1e-4 and compositing stops
+    g.means[:, 9] = g.means[:, 0] + torch.tensor([0.02, 0.03, 0.1], dtype=torch.float64)
+    g.scales[:, 9] = g.scales[:, 0]
+    g.opacities[:, 9] = 1.0
+    return g
+
+
+def _v010_reference(g, h, w, bg, weights, bwd_clamp=0.99, exact=False):
+    """Reference F, T_final and parameter gradients of L = sum(w_rgb rgb) + sum(w_a alpha) + sum(w_d m depth)."""
+    w_rgb, w_a, w_d = weights
+    res = []
+    for b in range(g.batch_size):
+        scr = ref_v010_screen(g.means[b], g.scales[b], g.quats[b], h, w)
+        feats = np.concatenate((g.colors[b].double().numpy(), np.array([[s["depth"], 1.0] for s in scr])), 1)
+        bg5 = np.concatenate((bg, [0.0, 0.0]))
+        fwd, _, _, _ = ref_v010_raster(scr, feats, g.opacities[b].double().numpy(), bg5, h, w)
+        alpha, dnum = fwd[..., 4], fwd[..., 3]
+        mask = alpha > 0.2  # depth = F3 / F4 is ill-conditioned where coverage is thin
+        wd = w_d[b] * mask
+        safe = np.where(mask, alpha, 1.0)
+        v_out = np.concatenate((w_rgb[b], (wd / safe)[..., None], (w_a[b] - wd * dnum / safe**2)[..., None]), -1)
+        fwd, t_fin, grads, stats = ref_v010_raster(scr, feats, g.opacities[b].double().numpy(), bg5, h, w, v_out,
+                                                   bwd_clamp, exact)
+        res.append(dict(scr=scr, fwd=fwd, mask=mask, grads=grads, stats=stats))
+    return res
+
+
+def _chain_reference(g, h, w, res):
+    """Per-Gaussian screen-space reference gradients chained to (means, scales, quats) through project(compat)."""
+    leaves = [t.detach().double().clone().requires_grad_() for t in (g.means, g.scales, g.quats)]
+    p = project(Gaussians(*leaves, g.colors.double(), g.opacities.double()), h, w, compat=V010)
+    v_xy = torch.from_numpy(np.stack([r["grads"]["xy"] for r in res]))
+    v_conic = torch.from_numpy(np.stack([r["grads"]["conic"] for r in res]))
+    v_depth = torch.from_numpy(np.stack([r["grads"]["feat"][:, 3] for r in res]))
+    total = (p.means2d * v_xy).sum() + (p.conics * v_conic).sum() + (p.depths * v_depth).sum()
+    gm, gs, gq = torch.autograd.grad(total, leaves)
+    colors = torch.from_numpy(np.stack([r["grads"]["feat"][:, :3] for r in res]))
+    opac = torch.from_numpy(np.stack([r["grads"]["opac"] for r in res]))
+    return dict(means=gm, scales=gs, quats=gq, colors=colors, opacities=opac)
+
+
+def _rel_err(a, b):
+    return (a.double() - b.double()).abs().max().item() / max(b.abs().max().item(), 1e-12)
+
+
+def _render_grads(g, h, w, bg, weights, mask, compat):
+    leaves = [getattr(g, f).float().clone().requires_grad_() for f in FIELDS]
+    out = render(Gaussians(*leaves), h, w, background=bg, backend="torch", compat=compat)
+    w_rgb, w_a, w_d = (torch.from_numpy(x).float() for x in weights)
+    loss = (out.rgb * w_rgb).sum() + (out.alpha * w_a).sum() + (out.depth * w_d * mask).sum()
+    return out, dict(zip(FIELDS, torch.autograd.grad(loss, leaves)))
+
+
+def test_v010_centres_and_tile_boxes_match_transcription():
+    h, w = 32, 48
+    g = make_v010_case()
+    p = project(g, h, w, compat=V010)
+    lo, hi = gmae_render.v010_tile_range(p, h, w)
+    for b in range(2):
+        for k, s in enumerate(ref_v010_screen(g.means[b], g.scales[b], g.quats[b], h, w)):
+            # ours is continuous (pixel (i, j) centred at (j + 0.5, i + 0.5)): 0.1.0's coordinate + 0.5
+            assert abs(p.means2d[b, k, 0].item() - 0.5 - s["xy"][0]) < 1e-9
+            assert abs(p.means2d[b, k, 1].item() - 0.5 - s["xy"][1]) < 1e-9
+            assert gmae_render.v010_radius(p.cov2d)[b, k].item() == s["radius"]
+            assert [lo[b, k, 0], hi[b, k, 0], lo[b, k, 1], hi[b, k, 1]] == s["box"]
+    # About +1 px in u and v against the default convention (the 1e-6 of 0.1.0's w is ~1e-5 px here).
+    d = p.means2d - project(g, h, w).means2d
+    assert (d - 1.0).abs().max().item() < 1e-4
+
+
+def test_v010_forward_and_backward_match_transcription():
+    h, w = 32, 48
+    g = make_v010_case()
+    bg = np.array([0.2, 0.5, 0.9])
+    gen = np.random.default_rng(0)
+    weights = (gen.standard_normal((2, h, w, 3)), gen.standard_normal((2, h, w)), gen.standard_normal((2, h, w)))
+    res = _v010_reference(g, h, w, bg, weights)
+    stats = {k: sum(r["stats"][k] for r in res) for k in res[0]["stats"]}
+    # The case exercises every rule that differs: 0.99 < o vis (backward re-clamp), o vis > 0.999 (forward
+    # clamp, unmasked in 0.1.0's backward), alpha >= 1/255 dropped by the 3-sigma tiles, the T stop.
+    assert stats["over_099"] >= 5 and stats["over_0999"] >= 1 and stats["culled_visible"] > 20, stats
+    assert stats["stopped"] > 0, stats
+    mask = torch.from_numpy(np.stack([r["mask"] for r in res])).float()
+    out, got = _render_grads(g, h, w, torch.tensor(bg, dtype=torch.float32), weights, mask, V010)
+
+    # (a) forward
+    fwd = np.stack([r["fwd"] for r in res])
+    ref_rgb, ref_alpha = fwd[..., :3], fwd[..., 4]
+    assert np.abs(out.rgb.detach().double().numpy() - ref_rgb).max() < 1e-5
+    assert np.abs(out.alpha.detach().double().numpy() - ref_alpha).max() < 1e-5
+    ref_depth = fwd[..., 3] / np.maximum(ref_alpha, 1e-10)
+    assert np.abs((out.depth.detach().double().numpy() - ref_depth) * (ref_alpha > 1e-3)).max() < 1e-4
+
+    # (b) gradients through the quirky backward, chained to the parameters through project(compat)
+    want = _chain_reference(g, h, w, res)
+    errs = {f: _rel_err(got[f], want[f]) for f in FIELDS}
+    assert max(errs.values()) < 2e-5, errs  # observed ~1e-6 (float32 against float64)
+
+    # (c) the case separates 0.1.0's backward from the exact derivative of the same forward, and from the
+    # default renderer's backward, by far more than the tolerance above.
+    exact = _chain_reference(g, h, w, _v010_reference(g, h, w, bg, weights, bwd_clamp=0.999, exact=True))
+    for f in FIELDS:
+        assert _rel_err(exact[f], want[f]) > 5e-3, f  # observed 0.016 (quats) to 0.1 (colours)
+    assert _rel_err(got["opacities"], exact["opacities"]) > 5e-3
+    _, default = _render_grads(g, h, w, torch.tensor(bg, dtype=torch.float32), weights, mask, None)
+    for f in ("means", "opacities", "colors"):
+        assert _rel_err(default[f], want[f]) > 1e-2, f
+
+
+def test_v010_chunking_barely_changes_forward_and_backward():
+    g = make_v010_case().to(torch.float32)
+    res = []
+    for chunk in (None, 1):
+        leaves = [getattr(g, f).clone().requires_grad_() for f in FIELDS]
+        out = render_tiles(Gaussians(*leaves), 32, 48, chunk_elems=chunk, compat=V010)
+        loss = sum((o * torch.linspace(-1, 1, o.numel()).reshape(o.shape)).sum() for o in out[:2])
+        res.append((out, torch.autograd.grad(loss, leaves)))
+    # Sums over differently padded lists may round differently; nothing more.
+    for a, b in zip(res[0][0] + res[0][1], res[1][0] + res[1][1]):
+        assert (a - b).abs().max().item() <= 1e-6 * max(b.abs().max().item(), 1.0)
+
+
+def test_v010_centroid_moves_one_pixel():
+    # (d) A small Gaussian with o = 0.3 (< exp(4.5)/255, so the 3-sigma tiles cut nothing): its rendered
+    # alpha centroid moves by +1 px in u and v, not 0 or 0.5.
+    h, w = 40, 64
+    g = Gaussians(torch.tensor([[[0.3, -0.4, 0.2]]]), torch.full((1, 1, 3), 0.5),
+                  torch.tensor([[[1.0, 0, 0, 0]]]), torch.ones(1, 1, 3), torch.tensor([[0.3]]))
+    jj, ii = torch.meshgrid(torch.arange(w, dtype=torch.float64) + 0.5,
+                            torch.arange(h, dtype=torch.float64) + 0.5, indexing="xy")
+    cents = []
+    for compat in (None, V010):
+        a = render(g, h, w, backend="torch", compat=compat).alpha[0].double()
+        cents.append(((a * jj).sum() / a.sum(), (a * ii).sum() / a.sum()))
+    du, dv = (cents[1][k] - cents[0][k] for k in range(2))
+    assert abs(du.item() - 1.0) < 0.02 and abs(dv.item() - 1.0) < 0.02
+
+
+def test_v010_three_sigma_tiles_drop_a_pixel_the_opacity_box_keeps():
+    # (e) One opaque isotropic Gaussian, std 10 px: the 3-sigma radius is r = ceil(3 sqrt(100.3 + sqrt(0.1)))
+    # = 31, and alpha >= 1/255 reaches sqrt(2 ln 255) * 10 = 33.3 px. With 0.1.0's centre at x' = 0.9 the box
+    # ends at tile floor((0.9 + 31) / 16) + 1 = 2, so the pixel column j = 32 (31.1 px away, alpha = 0.008)
+    # is in tile 2 and never sees it; the default box (33.3 px) keeps it.
+    h, w = 16, 64
+    s = math.sqrt(100.0) / (w / 2 / 8.0)  # pixel std = (f / t_z) s
+    sy = math.sqrt(100.0) / (h / 2 / 8.0)
+    x = (0.9 + 0.5 - 1.0 - w / 2) / (w / 2) * (1 + 1e-6)  # u = x' + 0.5 in our convention
+    f64 = dict(dtype=torch.float64)
+    g = Gaussians(torch.tensor([[[x, 0.0, 0.0]]], **f64), torch.tensor([[[s, sy, 1e-3]]], **f64),
+                  torch.tensor([[[1.0, 0, 0, 0]]], **f64), torch.zeros(1, 1, 3, **f64), torch.tensor([[1.0]], **f64))
+    p = project(g, h, w, compat=V010)
+    # the opacity-aware box of the same (moved) Gaussian reaches 33 px right of it: into tile 2
+    assert p.extent[0, 0, 0].item() >= 33 and math.ceil((p.means2d[0, 0, 0].item() + 33) / 16) >= 3
+    assert gmae_render.v010_radius(p.cov2d).item() == 31
+    lo, hi = gmae_render.v010_tile_range(p, h, w)
+    assert (lo[0, 0, 0].item(), hi[0, 0, 0].item()) == (0, 2)
+    compat = render(g, h, w, backend="torch", compat=V010).alpha[0]
+    default = render(g, h, w, backend="torch").alpha[0]
+    a_32 = math.exp(-0.5 * 31.1**2 / 100.3)
+    assert compat[8, 31].item() > 0.5 * a_32 and torch.all(compat[:, 32:] == 0)
+    assert default[8, 32].item() > 1 / 255  # the default, ~1 px to the left, still covers column 32
+    # and compat's column 32 is dark only because of the tiles: its alpha there would pass the 1/255 test
+    assert a_32 > 1 / 255
+
+
+def test_v010_radius_and_tile_box_edge_cases():
+    # Hand-made screen-space Gaussians (isotropic, cov2d = (s, 0, s)), 64 x 64 image, 4 x 4 tiles.
+    #  s = 106.6: b^2 - det = 0 is floored to 0.1, so r = ceil(3 sqrt(106.6 + 0.316)) = ceil(31.02) = 32
+    #             (without the floor it would be ceil(30.97) = 31).
+    #  s = 100.3: r = ceil(3 sqrt(100.616)) = 31; with 0.1.0's centre at (1, 40) the right edge c' + r = 32
+    #             is a tile boundary, and int(32/16 + 1) = 3 takes tile 2 in (a ceil would stop at 2);
+    #             the left edge int((1 - 31)/16) = int(-1.875) = -1 is clamped to 0;
+    #             in y: int((40 - 31)/16) = 0, int((40 + 31)/16 + 1) = 5 clamped to 4.
+    from gmae.render.camera import Projection
+    cov = torch.tensor([[[106.6, 0.0, 106.6], [100.3, 0.0, 100.3]]], dtype=torch.float64)
+    means2d = torch.tensor([[[30.5, 30.5], [1.5, 40.5]]], dtype=torch.float64)  # ours = 0.1.0's + 0.5
+    z = torch.zeros(1, 2, dtype=torch.float64)
+    p = Projection(means2d, cov, cov, z + 8, z, torch.zeros(1, 2, 2, dtype=torch.int32), z > -1)
+    assert gmae_render.v010_radius(cov).tolist() == [[32.0, 31.0]]
+    lo, hi = gmae_render.v010_tile_range(p, 64, 64)
+    assert lo[0, 1].tolist() == [0.0, 0.0] and hi[0, 1].tolist() == [3.0, 4.0]
+    # 30 - 32 = -2 -> int(-0.125) = 0; int(62 / 16 + 1) = 4
+    assert lo[0, 0].tolist() == [0.0, 0.0] and hi[0, 0].tolist() == [4.0, 4.0]
+
+
+def test_v010_gsplat_backend_packs_shifted_centres():
+    # (f) The gsplat backend with compat lands Gaussians at 0.1.0's centres (1.5.3's culling kept). With
+    # opacities below exp(4.5)/255 the 3-sigma tiles cut nothing, so it equals the torch backend's compat.
+    g = make_case(13, 3, 12, log_scale=(-3.0, 0.5), opac=(0.05, 0.34))
+    bg = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.5, 0.0], [0.2, 0.1, 0.9]])
+    fake = FakeGsplat()
+    seen = {}
+    real_pack = gsplat_backend.pack_gsplat_inputs
+
+    def spy(gs, proj, *a):
+        seen["means2d"] = proj.means2d
+        return real_pack(gs, proj, *a)
+
+    gsplat_backend.pack_gsplat_inputs = spy
+    try:
+        rgb, alpha, depth = gsplat_backend.render_gsplat(g, 21, 35, bg, gsplat_module=fake, compat=V010)
+    finally:
+        gsplat_backend.pack_gsplat_inputs = real_pack
+    assert torch.equal(seen["means2d"], project(g, 21, 35, compat=V010).means2d)
+    ref = render(g, 21, 35, background=bg, backend="torch", compat=V010)
+    torch.testing.assert_close(rgb, ref.rgb, atol=2e-6, rtol=0)
+    torch.testing.assert_close(alpha, ref.alpha, atol=2e-6, rtol=0)
+    default = render(g, 21, 35, background=bg, backend="torch")
+    assert (rgb - default.rgb).abs().max() > 1e-2
+
+
+def test_compat_argument_is_validated():
+    g = make_case(0, 1, 3)
+    with pytest.raises(ValueError, match="compat"):
+        render(g, 8, 8, compat="gsplat-0.1")
+    with pytest.raises(ValueError, match="backend='torch'"):
+        render(g, 8, 8, backend="dense", compat=V010)
+    with pytest.raises(ValueError, match="paper"):
+        render(g, 8, 8, camera="pinhole", compat=V010)
+    # the default is None and unchanged
+    assert torch.equal(render(g, 8, 8).rgb, render(g, 8, 8, compat=None).rgb)

@@ -31,11 +31,11 @@ import torch
 from torch import Tensor
 
 from gmae.render.camera import (
+    COMPAT_MODES,
     Camera,
     CameraLike,
     Gaussians,
     Projection,
-    COMPAT_MODES,
     camera_depths,
     check_compat,
     depth_order,

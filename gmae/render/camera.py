@@ -318,12 +318,12 @@ def v010_radius(cov2d: Tensor) -> Tensor:
 
 def v010_tile_range(proj: Projection, height: int, width: int) -> tuple[Tensor, Tensor]:
     """Tile ranges [lo, hi) [B, N, 2] (x, y; integer-valued, in the dtype of means2d) that gsplat 0.1.0 bins
-    each Gaussian of a ``compat="gsplat-0.1.0"`` projection into; empty (lo == hi) for culled Gaussians.
+    each Gaussian of a ``compat="gsplat-0.1.0"`` projection into; empty (lo == hi) where the box misses the image.
 
     0.1.0 works in its own integer-centred pixel coordinates c' = c - 0.5: lo = clamp(int((c' - r)/16)),
     hi = clamp(int((c' + r)/16 + 1)) to [0, tiles] with C truncation (after clamping the same as floor),
     r = :func:`v010_radius`. A pixel outside these tiles never sees the Gaussian, even where
-    alpha >= 1/255: the 3-sigma box is narrower than the opacity-aware one once o > exp(4.5)/255 ~ 0.35.
+    alpha >= 1/255: the 3-sigma box can only be narrower than the opacity-aware one when o > exp(4.5)/255 ~ 0.35.
     The near-plane cut is not applied here (``proj.visible`` carries it; the tiled renderer uses both).
     """
     tiles_y, tiles_x = tile_grid(height, width)

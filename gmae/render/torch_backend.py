@@ -288,7 +288,10 @@ def _v010_d_alpha(ch: _Chunk, gdot: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]
     t_b = ch.t_final.unsqueeze(-1) / suffix
     w_b = alpha_b * t_b  # zero where unused
     wg = w_b * gdot
-    behind = wg.sum(-1, keepdim=True) - torch.cumsum(wg, -1)  # sum over j > k
+    # sum over j > k as a back-to-front running sum, like 0.1.0's buffer; the padding at the back of a list
+    # then only adds exact zeros before the real terms, so it cannot change these sums.
+    suffix_wg = torch.flip(torch.cumsum(torch.flip(wg, (-1,)), -1), (-1,))
+    behind = torch.cat((suffix_wg[..., 1:], torch.zeros_like(suffix_wg[..., :1])), -1)
     d_alpha = t_b * gdot - (behind + (ch.t_final * gt).unsqueeze(-1)) / one_m_b
     # No mask for clamped alphas: 0.1.0 passes vis * dL/dalpha to the opacity wherever it composited.
     return torch.where(used, d_alpha, 0.0), w_b
