@@ -85,6 +85,7 @@ def test_compat_is_validated_and_reaches_the_registry():
         GMAE(**TINY, compat="authorz")
     m = create_model("gmae_vit_tiny_patch8", compat="authors")
     assert m.compat == "authors" and m.decoder.shifted_positions and m.render_compat == "gsplat-0.1.0"
+    assert m.render_backend == "torch"  # the backend with 0.1.0's culling and backward, on CPU and GPU alike
     assert create_model("gmae_vit_tiny_patch8").render_compat is None
 
 

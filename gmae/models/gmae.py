@@ -129,7 +129,8 @@ class GMAE(MaskedAutoencoder):
         self.render_compat = RENDER_COMPAT[compat]
         self.num_gaussians = num_gaussians
         self.max_scale = max_scale
-        self.render_backend = render_backend
+        # only the torch backend has gsplat v0.1.0's tile culling and backward (gsplat 1.5.3 takes its centres only)
+        self.render_backend = "torch" if compat == "authors" and render_backend == "auto" else render_backend
         self.register_buffer("background", torch.tensor(background, dtype=torch.float32), persistent=False)
         # wall time spent rendering in the last forward (set only when timing is on; see the engine)
         self.time_rendering = False
