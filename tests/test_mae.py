@@ -195,9 +195,10 @@ def test_tiny_config_matches_gmae_tiny():
     gmae = _flat(config_to_dict(load_config(PretrainConfig, "pretrain/gmae_tiny.yaml", ["data.root=x"])))
     differ = {k for k in mae if mae[k] != gmae[k]}
     # only the model / loss and what MAE's recipe changes (documented in mae_tiny.yaml)
-    assert differ == {"model.name", "model.num_gaussians", "model.max_scale", "data.crop_scale", "optim.blr",
-                      "optim.clip_grad", "run.out_dir"}
+    assert differ == {"model.name", "model.num_gaussians", "model.max_scale", "data.crop_scale", "data.crop",
+                      "optim.blr", "optim.clip_grad", "run.out_dir"}
     assert mae["data.crop_scale"] == [0.2, 1.0] and mae["optim.clip_grad"] is None
+    assert (mae["data.crop"], gmae["data.crop"]) == ("torchvision", "tf")  # MAE's main_pretrain vs the authors
     assert mae["optim.blr"] / gmae["optim.blr"] == pytest.approx(1.5e-4 / 1e-4)
     def flat_cfg(name):
         return _flat(config_to_dict(load_config(PretrainConfig, f"pretrain/{name}.yaml", ["data.root=x"])))
@@ -205,7 +206,7 @@ def test_tiny_config_matches_gmae_tiny():
     full = flat_cfg("mae_vit_b16_400ep")
     assert (full["optim.blr"], full["optim.warmup_epochs"], full["optim.batch_size"], full["optim.clip_grad"],
             full["data.crop_scale"], full["model.mask_ratio"], full["model.loss_type"]) == \
-        (1.5e-4, 40, 4096, None, [0.2, 1.0], 0.75, "masked")
+        (1.5e-4, 40, 4096, None, [0.2, 1.0], 0.75, "masked_norm")  # MAE's recipe: norm_pix_loss=True
     long = flat_cfg("mae_vit_b16_1600ep")
     assert (long["optim.epochs"], long["model.loss_type"], long["optim.warmup_epochs"]) == (1600, "masked_norm", 40)
 
