@@ -10,7 +10,8 @@ RandomErasing 0.25 (pixel), Mixup 0.8 / CutMix 1.0 with label smoothing 0.1 and 
 weight EMA. ViT-L: configs/finetune/vit_l16.yaml (50 epochs, blr 1e-3, decay 0.75, drop path 0.2).
 
 Resumes from ``checkpoint.pth`` in the out dir; writes ``config.yaml``, ``metrics.jsonl`` and the ``finetune``
-records (top1, top5 of the final weights, and of the EMA weights when enabled) to the results store.
+records (top1, top5 of the final weights and best_top1 over the evaluated epochs, as MAE reports; the same for the
+EMA weights when enabled) to the results store.
 """
 
 from __future__ import annotations

@@ -5,12 +5,13 @@ Frozen encoder in eval mode; feature = the CLS token after the final LayerNorm (
 authors' variant, the mean over all tokens of the last block (``head.features=mean_tokens``); head =
 BatchNorm1d(D, affine=False, eps 1e-6) + Linear (trunc-normal std 0.01, zero bias). LARS (timm's Lars: momentum 0.9,
 trust 0.001; weights adapted, biases neither adapted nor decayed), lr = blr x batch / 256 (0.1 x 16384 / 256 = 6.4),
-weight decay 0, 90 epochs, 10 warmup, per-iteration half-cycle cosine. Train aug RandomResizedCrop (bicubic) +
-flip; eval Resize(size x 256/224, bicubic) + CenterCrop(size). The effective batch is reached with gradient
+weight decay 0, 90 epochs, 10 warmup, per-iteration half-cycle cosine. Train aug MAE's TF-style RandomResizedCrop
+(bicubic; ``data.crop``) + flip; eval Resize(size x 256/224, bicubic) + CenterCrop(size). The effective batch is reached with gradient
 accumulation on any number of processes (``torchrun --nproc_per_node=N -m gmae eval linprobe ...``).
 
 A rerun with the same --out resumes from ``checkpoint.pth``; the effective config goes to ``config.yaml``, the
-training log to ``metrics.jsonl`` and the ``linprobe`` records (top1, top5, effective lr) to the results store.
+training log (with an evaluation every ``eval_every_epochs``) to ``metrics.jsonl`` and the ``linprobe`` records
+(top1 and top5 of the final head, best_top1 over the evaluated epochs as MAE reports, effective lr) to the store.
 """
 
 from __future__ import annotations
