@@ -47,3 +47,20 @@ def test_results_failed_append_leaves_no_fragment(tmp_path, monkeypatch):
     store.append(make_record("knn", "top1", 30.0, model="c"))
     assert [r["model"] for r in store.read()] == ["a", "c"]
 
+
+# ----------------------------------------------------------------------------------------------------------
+# Security / sharing: written files respect the umask
+# ----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_atomic_writes_respect_the_umask(tmp_path, umask):
+    from gmae.io import atomic_torch_save, atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+        atomic_torch_save({"x": 1}, tmp_path / "checkpoint.pth")
+    finally:
+        os.umask(old)
+    for name in ("config.yaml", "checkpoint.pth"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
