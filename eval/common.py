@@ -30,9 +30,9 @@ from gmae.engine.data_order import sample_seed
 FEATURES = ("cls", "mean_tokens")
 
 
-class InputError(ValueError):
-    """Bad input found before any training: a missing or unusable checkpoint, data folders without classes or
-    with different classes per split, a config key out of range. The message names the file or key."""
+# Bad input found before any training (a missing or unusable checkpoint, data folders without classes or with
+# different classes per split, a config key out of range); one class serves every command.
+from gmae.errors import InputError  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------------------------------------

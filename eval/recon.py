@@ -43,8 +43,7 @@ FULL_SCALE_IMAGES = 50_000  # ImageNet val: the set the paper's rFID is computed
 METRICS = ("rfid", "psnr", "psnr_masked", "ssim")
 
 
-class InputError(ValueError):
-    """Bad input found before any model runs; the message names the file or key."""
+from gmae.errors import InputError  # noqa: E402 - one class for every command's bad input
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -64,3 +64,45 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask):
         os.umask(old)
     for name in ("config.yaml", "checkpoint.pth"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One clean line: every command turns bad input into one line naming the file or key, exit 2
+# ----------------------------------------------------------------------------------------------------------
+
+def _one_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["export", "--checkpoint", "{tmp}/missing.pth", "--out", "{tmp}/enc.pth"], "missing.pth"),
+    (["report", "--results", "{tmp}/nowhere", "--out", "{tmp}/report"], "nowhere"),
+    (["eval", "bsds", "--pred", "{tmp}/nopred", "--gt", "{tmp}/nogt", "--out", "{tmp}/r.json"], "nopred"),
+    (["pretrain", "--config", "{tmp}/nothere.yaml"], "nothere.yaml"),
+])
+def test_commands_turn_bad_input_into_one_line(tmp_path, capsys, argv, names):
+    from gmae.cli import main
+
+    code = main([a.format(tmp=tmp_path) for a in argv])
+    line = _one_line(capsys)
+    assert code == 2 and "error" in line and names in line, line
+
+
+def test_disk_full_is_one_line_saying_no_space_left(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from gmae.cli import main
+
+    ckpt = tmp_path / "checkpoint.pth"
+    torch.save({"model": {"cls_token": torch.zeros(1, 1, 192)}}, ckpt)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "enc.pth"))
+
+    monkeypatch.setattr("gmae.engine.checkpoint.atomic_torch_save", full)
+    monkeypatch.setattr("gmae.engine.checkpoint.load_encoder_weights", lambda p: ({}, {}))
+    code = main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "enc.pth")])
+    line = _one_line(capsys)
+    assert code == 1 and "no space left" in line and "enc.pth" in line, line
