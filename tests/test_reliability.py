@@ -67,6 +67,69 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Security: no code from files
+# ----------------------------------------------------------------------------------------------------------
+
+class _MakesDir:
+    """Unpickling this creates a folder: proof that a loader ran code from the file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def _evil_pickle(path, marker):
+    import pickle
+
+    path.write_bytes(pickle.dumps(_MakesDir(marker)))
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    """A random tiny ViT encoder written by `gmae export` (64 px, patch 8, width 192: the tiny COCO config)."""
+    import torch
+
+    from gmae.engine.checkpoint import export_encoder
+    from gmae.models.vit import MaskedViTEncoder
+
+    torch.manual_seed(0)
+    enc = MaskedViTEncoder(img_size=64, patch_size=8, embed_dim=192, depth=4, num_heads=3)
+    d = tmp_path_factory.mktemp("rel_enc")
+    torch.save({"model": {"encoder." + k: v for k, v in enc.state_dict().items()},
+                "arch": {"encoder": enc.architecture()}}, d / "checkpoint.pth")
+    return export_encoder(d / "checkpoint.pth", d / "encoder.pth")
+
+
+def _has(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+needs_d2 = pytest.mark.skipif(not _has("detectron2"), reason="detectron2 is not installed")
+
+
+@needs_d2
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+@pytest.mark.parametrize("name", ["evil.pkl", "../evil.pkl", "model_final.pth"])
+def test_coco_resume_runs_no_code_from_the_run_folder(tmp_path, tiny_data, tiny_export, capsys, name):
+    from gmae.cli import main
+
+    out, marker = tmp_path / "run", tmp_path / "pwned"
+    out.mkdir()
+    _evil_pickle(out / name if "/" not in name else tmp_path / "evil.pkl", marker)
+    (out / "last_checkpoint").write_text(name)
+    code = main(["eval", "coco", "--checkpoint", str(tiny_export), "--coco", str(tiny_data / "coco"),
+                 "--config", "mask_rcnn_vitdet_tiny", "--out", str(out), "--resume", "train.max_iter=2",
+                 "lr_multiplier.milestones=[1]"])
+    assert not marker.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and ("evil.pkl" in err[0] or "weights_only" in err[0]), err
+
+
+# ----------------------------------------------------------------------------------------------------------
 # One clean line: every command turns bad input into one line naming the file or key, exit 2
 # ----------------------------------------------------------------------------------------------------------
 
