@@ -129,6 +129,39 @@ def test_coco_resume_runs_no_code_from_the_run_folder(tmp_path, tiny_data, tiny_
     assert code == 2 and len(err) == 1 and ("evil.pkl" in err[0] or "weights_only" in err[0]), err
 
 
+@pytest.mark.skipif(not _has("torch_fidelity"), reason="torch-fidelity is not installed")
+def test_fid_inception_weights_are_never_unpickled(tmp_path, monkeypatch):
+    from eval import fid as fidlib
+
+    marker = tmp_path / "pwned"
+    weights = tmp_path / fidlib.TFID_WEIGHTS_NAME
+    _evil_pickle(weights, marker)
+    # a forged file whose sha256 starts with the published 8 hex digits (32 bits: forgeable offline)
+    monkeypatch.setattr(fidlib, "file_digest", lambda p, algo="sha256": "6726825d" + "0" * 56)
+    with pytest.raises((ValueError, fidlib.FidUnavailableError), match="weights_only"):
+        fidlib.resolve_extractor("torch-fidelity", str(weights)).build("cpu")
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(not _has("torch_fidelity"), reason="torch-fidelity is not installed")
+def test_fid_inception_tensors_are_handed_over_intact(tmp_path, monkeypatch):
+    import torch
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    from eval import fid as fidlib
+
+    # a randomly initialised Inception of torch-fidelity's architecture stands in for the official weights
+    with monkeypatch.context() as m:
+        m.setattr(tfi.torch, "load", lambda *a, **k: None)
+        m.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        ref = tfi.FeatureExtractorInceptionV3("ref", ["2048"], feature_extractor_weights_path="unused")
+    state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in ref.state_dict().items()}
+    torch.save(state, tmp_path / fidlib.TFID_WEIGHTS_NAME)
+    ex = fidlib.resolve_extractor("torch-fidelity", str(tmp_path / fidlib.TFID_WEIGHTS_NAME)).build("cpu")
+    got = ex.state_dict()
+    assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # One clean line: every command turns bad input into one line naming the file or key, exit 2
 # ----------------------------------------------------------------------------------------------------------
