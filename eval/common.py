@@ -588,13 +588,16 @@ class StepTrainer(metaclass=abc.ABCMeta):
         ``{"stopped_at": step}`` when ``run.stop_after_steps`` cut the run short."""
         from gmae.config import save_config
         from gmae.engine.distributed import all_reduce_sum, barrier
+        from gmae.io import lock_run_dir
 
         cfg = self.cfg
         if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out_dir / "config.yaml")
+            self._lock = lock_run_dir(self.out_dir, self.protocol)
         barrier()
+        # a refused resume must leave the run's config.yaml as it was: check first, then write
         resumed = self.maybe_resume() if resume else False
+        if self.dist.is_main:
+            save_config(cfg, self.out_dir / "config.yaml")
         end_step = self.total_steps if cfg.optim.max_steps is None else min(self.total_steps, cfg.optim.max_steps)
         global_batch = cfg.optim.batch_size
         self.log({"step": self.step, "event": "resume" if resumed else "start", "effective_lr": self.lr,

@@ -67,6 +67,65 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Data loss: exports, concurrent runs, refused resumes
+# ----------------------------------------------------------------------------------------------------------
+
+def _tiny_pretrain_cfg(tiny_data, out, *extra):
+    from gmae.config import load_config
+    from gmae.engine.config import PretrainConfig
+
+    return load_config(PretrainConfig, "pretrain/gmae_tiny", [
+        f"data.root={tiny_data / 'imagenet'}", f"run.out_dir={out}", "optim.max_steps=2", "optim.batch_size=8",
+        "optim.batch_per_device=8", "run.progress=false", "run.tensorboard=false", "run.device=cpu", *extra])
+
+
+def test_export_refuses_to_replace_its_own_checkpoint(tiny_gmae_checkpoint, tmp_path, capsys):
+    import shutil
+
+    from gmae.cli import main
+
+    ckpt = tmp_path / "checkpoint.pth"
+    shutil.copy(tiny_gmae_checkpoint, ckpt)
+    before = ckpt.read_bytes()
+    for out in (ckpt, tmp_path / "." / "checkpoint.pth"):
+        assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 2
+        assert "refusing" in _one_line(capsys)
+    other = tmp_path / "other.pth"  # another run's training checkpoint is protected too
+    shutil.copy(tiny_gmae_checkpoint, other)
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(other)]) == 2
+    assert "training checkpoint" in _one_line(capsys)
+    assert ckpt.read_bytes() == before and other.read_bytes() == before
+
+
+def test_second_pretraining_into_one_folder_is_refused(tiny_data, tmp_path):
+    from gmae.engine.train import Trainer
+    from gmae.errors import InputError
+    from gmae.io import lock_run_dir
+
+    out = tmp_path / "run"
+    held = lock_run_dir(out, "pretraining")  # a first pretraining in progress
+    try:
+        with pytest.raises(InputError, match="another pretraining"):
+            Trainer(_tiny_pretrain_cfg(tiny_data, out)).train()
+        assert not (out / "checkpoint.pth").exists() and not (out / "config.yaml").exists()
+    finally:
+        held.close()
+    Trainer(_tiny_pretrain_cfg(tiny_data, out)).train()  # the lock goes with its holder
+    assert (out / "checkpoint.pth").is_file()
+
+
+def test_refused_resume_keeps_the_runs_config(tiny_data, tmp_path):
+    from gmae.engine.train import Trainer
+
+    out = tmp_path / "run"
+    Trainer(_tiny_pretrain_cfg(tiny_data, out)).train()
+    before = (out / "config.yaml").read_text()
+    with pytest.raises(ValueError, match="cannot resume"):
+        Trainer(_tiny_pretrain_cfg(tiny_data, out, "model.mask_ratio=0.6")).train()
+    assert (out / "config.yaml").read_text() == before
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Security: no code from files
 # ----------------------------------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from gmae.engine.checkpoint import check_resumable, load_checkpoint, rng_state, 
 from gmae.engine.config import PretrainConfig, accumulation_steps, validate_loop
 from gmae.engine.data_order import GlobalBatchSampler, SeededSamples
 from gmae.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from gmae.io import lock_run_dir
 from gmae.models import create_model
 
 CHECKPOINT_NAME = "checkpoint.pth"
@@ -204,10 +205,12 @@ class Trainer:
     def train(self, resume: bool = True) -> dict[str, Any]:
         cfg = self.cfg
         if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out_dir / "config.yaml")
+            self._lock = lock_run_dir(self.out_dir, "pretraining")
         barrier()
+        # a refused resume must leave the run's config.yaml as it was: check first, then write
         resumed = self.maybe_resume() if resume else False
+        if self.dist.is_main:
+            save_config(cfg, self.out_dir / "config.yaml")
         end_step = self.total_steps if cfg.optim.max_steps is None else min(self.total_steps, cfg.optim.max_steps)
         if self.dist.is_main and cfg.run.tensorboard:
             try:
