@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     mod.add_arguments(parser)
     args = parser.parse_args(rest)
     try:
+        check_outputs(args)
         code = mod.run(args)
     except Exception as e:  # noqa: BLE001 - only the kinds below are turned into one line; others re-raise
         line = one_line_error(e)
@@ -106,6 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         message, code = line
         print(f"{prog}: error: {message}", file=sys.stderr)
     return int(code or 0)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse unwritable ``--out`` / ``--results`` before the command starts its expensive work."""
+    from gmae.io import check_writable
+
+    if getattr(args, "out", None):
+        check_writable(args.out, "--out")
+    # a list of --results is an input (``gmae report`` reads stores); a single one is the store written to
+    if isinstance(getattr(args, "results", None), str):
+        check_writable(args.results, "--results")
 
 
 def one_line_error(e: BaseException) -> tuple[str, int] | None:

@@ -114,3 +114,29 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work, an output path (file or folder, existing or not) that cannot be written.
+
+    Tries a real write (a temp file in the nearest existing folder) rather than os.access, which says yes to
+    root even on a read-only mount; creates nothing that stays.
+    """
+    from gmae.errors import InputError
+
+    p = Path(path)
+    if p.is_file():
+        try:
+            os.close(os.open(p, os.O_WRONLY | os.O_APPEND))
+        except OSError as e:
+            raise InputError(f"{what} {p}: not writable ({e.strerror})") from None
+        return
+    folder = p
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"{what} {p}: {folder} is not a folder")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise InputError(f"{what} {p}: cannot write in {folder} ({e.strerror})") from None

@@ -15,6 +15,57 @@ from gmae.results import ResultsStore, make_record
 
 
 # ----------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------
+
+class _MakesDir:
+    """Unpickling this creates a folder: proof that a loader ran code from the file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def _evil_pickle(path, marker):
+    import pickle
+
+    path.write_bytes(pickle.dumps(_MakesDir(marker)))
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    """A random tiny ViT encoder written by `gmae export` (64 px, patch 8, width 192: the tiny COCO config)."""
+    import torch
+
+    from gmae.engine.checkpoint import export_encoder
+    from gmae.models.vit import MaskedViTEncoder
+
+    torch.manual_seed(0)
+    enc = MaskedViTEncoder(img_size=64, patch_size=8, embed_dim=192, depth=4, num_heads=3)
+    d = tmp_path_factory.mktemp("rel_enc")
+    torch.save({"model": {"encoder." + k: v for k, v in enc.state_dict().items()},
+                "arch": {"encoder": enc.architecture()}}, d / "checkpoint.pth")
+    return export_encoder(d / "checkpoint.pth", d / "encoder.pth")
+
+
+def _has(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+needs_d2 = pytest.mark.skipif(not _has("detectron2"), reason="detectron2 is not installed")
+
+
+def _one_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Data loss: the results store
 # ----------------------------------------------------------------------------------------------------------
 
@@ -126,49 +177,67 @@ def test_refused_resume_keeps_the_runs_config(tiny_data, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Security: no code from files
+# Data loss: what can be checked is checked before the expensive work
 # ----------------------------------------------------------------------------------------------------------
 
-class _MakesDir:
-    """Unpickling this creates a folder: proof that a loader ran code from the file."""
+def test_unwritable_results_refused_before_pretraining(tiny_data, tmp_path, capsys):
+    from gmae.cli import main
 
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (os.mkdir, (self.path,))
-
-
-def _evil_pickle(path, marker):
-    import pickle
-
-    path.write_bytes(pickle.dumps(_MakesDir(marker)))
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    out = tmp_path / "run"
+    code = main(["pretrain", "--config", "pretrain/gmae_tiny", "--data", str(tiny_data / "imagenet"), "--out",
+                 str(out), "--results", str(blocker / "store"), "optim.max_steps=2", "optim.batch_size=8",
+                 "optim.batch_per_device=8", "run.progress=false", "run.tensorboard=false", "run.device=cpu"])
+    line = _one_line(capsys)
+    assert code == 2 and "--results" in line and "afile" in line, line
+    assert not (out / "checkpoint.pth").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    """A random tiny ViT encoder written by `gmae export` (64 px, patch 8, width 192: the tiny COCO config)."""
-    import torch
+@needs_d2
+def test_coco_missing_val_image_and_bad_schema_refused_before_training(tiny_data, tiny_export, tmp_path):
+    import shutil
 
-    from gmae.engine.checkpoint import export_encoder
-    from gmae.models.vit import MaskedViTEncoder
+    from eval.coco.train import RunSpec, check_inputs
 
-    torch.manual_seed(0)
-    enc = MaskedViTEncoder(img_size=64, patch_size=8, embed_dim=192, depth=4, num_heads=3)
-    d = tmp_path_factory.mktemp("rel_enc")
-    torch.save({"model": {"encoder." + k: v for k, v in enc.state_dict().items()},
-                "arch": {"encoder": enc.architecture()}}, d / "checkpoint.pth")
-    return export_encoder(d / "checkpoint.pth", d / "encoder.pth")
+    coco = tmp_path / "coco"
+    shutil.copytree(tiny_data / "coco", coco)
+    spec = RunSpec(config="mask_rcnn_vitdet_tiny", coco=str(coco), checkpoint=str(tiny_export),
+                   out_dir=str(tmp_path / "out"))
+    check_inputs(spec)  # the intact copy passes
+    ann = coco / "annotations" / "instances_val2017.json"
+    doc = json.loads(ann.read_text())
+    gone = doc["images"][0]["file_name"]
+    (coco / "val2017" / gone).unlink()
+    with pytest.raises(FileNotFoundError, match=f"instances_val2017.json.*{gone}"):
+        check_inputs(spec)
+    shutil.copy(tiny_data / "coco" / "val2017" / gone, coco / "val2017" / gone)
+    del doc["annotations"][0]["bbox"]
+    ann.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"instances_val2017.json: annotations\[0\] lacks \['bbox'\]"):
+        check_inputs(spec)
 
 
-def _has(module):
-    import importlib.util
+def test_malformed_bsds_mat_refused_before_inference(tiny_data, tiny_gmae_checkpoint, tmp_path, capsys):
+    import shutil
 
-    return importlib.util.find_spec(module) is not None
+    from gmae.cli import main
+
+    bsds = tmp_path / "bsds"
+    shutil.copytree(tiny_data / "bsds500", bsds)
+    mat = sorted(bsds.rglob("*.mat"))[-1]
+    mat.write_bytes(b"MATLAB 5.0 MAT-file, truncated")
+    out = tmp_path / "edges"
+    code = main(["eval", "edges", "--checkpoint", str(tiny_gmae_checkpoint), "--data", str(bsds), "--out", str(out),
+                 "--levels", "4", "--workers", "1", "--figure-images", "0"])
+    line = _one_line(capsys)
+    assert code == 2 and mat.name in line, line
+    assert not list(out.glob("*.png")) if out.exists() else True
 
 
-needs_d2 = pytest.mark.skipif(not _has("detectron2"), reason="detectron2 is not installed")
-
+# ----------------------------------------------------------------------------------------------------------
+# Security: no code from files
+# ----------------------------------------------------------------------------------------------------------
 
 @needs_d2
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -224,12 +293,6 @@ def test_fid_inception_tensors_are_handed_over_intact(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------------------
 # One clean line: every command turns bad input into one line naming the file or key, exit 2
 # ----------------------------------------------------------------------------------------------------------
-
-def _one_line(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
-
 
 @pytest.mark.parametrize("argv, names", [
     (["export", "--checkpoint", "{tmp}/missing.pth", "--out", "{tmp}/enc.pth"], "missing.pth"),
