@@ -236,6 +236,50 @@ def test_malformed_bsds_mat_refused_before_inference(tiny_data, tiny_gmae_checkp
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Silent wrong results / value errors caught before the model and data are built
+# ----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override, key", [
+    ("model.mask_ratio=0", "model.mask_ratio"),  # masked loss over no masked patch: exactly 0
+    ("model.mask_ratio=0.99", "model.mask_ratio"),  # 64 patches x 0.01 -> 0 visible: CLS alone
+    ("optim.blr=-1e-3", "optim.blr"),
+    ("optim.lr=0", "optim.lr"),
+    ("run.save_every_steps=0", "run.save_every_steps"),
+    ("data.img_size=60", "data.img_size"),  # not a multiple of the 8 px patch
+    ("optim.batch_size=4096", "optim.batch_size"),  # more than the tiny set's images
+])
+def test_pretrain_value_errors_refused_before_model_and_data(tiny_data, tmp_path, monkeypatch, capsys, override,
+                                                             key):
+    import gmae.engine.train as train
+    from gmae.cli import main
+
+    built = []
+    real_create = train.create_model
+
+    def spy(*a, **k):  # a real (not meta) model means the expensive part started
+        m = real_create(*a, **k)
+        if next(m.parameters()).device.type != "meta":
+            built.append(a)
+        return m
+
+    monkeypatch.setattr(train, "create_model", spy)
+    extra = [] if "batch_size" in override else ["optim.batch_size=8", "optim.batch_per_device=8"]
+    code = main(["pretrain", "--config", "pretrain/gmae_tiny", "--data", str(tiny_data / "imagenet"), "--out",
+                 str(tmp_path / "run"), "optim.max_steps=1", "run.progress=false", "run.tensorboard=false",
+                 *extra, override, *(["optim.batch_per_device=4096"] if "batch_size" in override else [])])
+    line = _one_line(capsys)
+    assert code == 2 and key in line, line
+    assert not built and not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_mask_ratio_zero_is_fine_when_the_loss_covers_all_patches(tiny_data, tmp_path):
+    from gmae.engine.train import validate
+
+    cfg = _tiny_pretrain_cfg(tiny_data, tmp_path, "model.mask_ratio=0", "model.loss_type=all")
+    assert validate(cfg) == 64
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Security: no code from files
 # ----------------------------------------------------------------------------------------------------------
 

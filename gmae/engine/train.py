@@ -75,21 +75,52 @@ def _autocast(cfg: PretrainConfig, device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def validate(cfg: PretrainConfig) -> None:
-    """Cheap checks that name the key, before any model or data is built."""
+def validate(cfg: PretrainConfig) -> int:
+    """Cheap checks that name the key, before any model or data is built; returns the number of patches."""
     validate_loop(cfg)
     if len(cfg.data.crop_scale) != 2 or not 0 < cfg.data.crop_scale[0] <= cfg.data.crop_scale[1] <= 1:
         raise ValueError(f"data.crop_scale must be [lo, hi] within (0, 1], got {cfg.data.crop_scale}")
     if len(cfg.optim.betas) != 2:
         raise ValueError(f"optim.betas must have two values, got {cfg.optim.betas}")
+    if cfg.optim.clip_grad is not None and not cfg.optim.clip_grad > 0:
+        raise ValueError(f"optim.clip_grad must be > 0 or null, got {cfg.optim.clip_grad}")
+    if cfg.run.max_consecutive_nonfinite < 1:
+        raise ValueError(f"run.max_consecutive_nonfinite must be >= 1, got {cfg.run.max_consecutive_nonfinite}")
+    num_patches = _validate_model(cfg)
     root = Path(cfg.data.root)
     if not root.is_dir():
         raise FileNotFoundError(f"data.root: folder not found: {root}")
+    return num_patches
+
+
+def _validate_model(cfg: PretrainConfig) -> int:
+    """The model's shape on the meta device (no memory, no init cost): patch grid and mask-ratio checks."""
+    try:
+        with torch.device("meta"):
+            enc = create_model(cfg.model.name, img_size=cfg.data.img_size,
+                               **cfg.model.constructor_overrides()).encoder
+    except KeyError as e:
+        raise ValueError(f"model.name: {e.args[0]}") from None
+    except TypeError as e:
+        raise ValueError(f"model {cfg.model.name!r} does not accept these model.* settings: {e}") from None
+    if cfg.data.img_size % enc.patch_size:
+        raise ValueError(f"data.img_size={cfg.data.img_size} is not a multiple of the patch size {enc.patch_size} "
+                         f"of {cfg.model.name}")
+    n = enc.num_patches
+    visible = int(n * (1 - cfg.model.mask_ratio))  # the encoder's own rule (gmae.models.vit.random_masking)
+    if visible < 1:
+        raise ValueError(f"model.mask_ratio={cfg.model.mask_ratio} leaves 0 of {n} patches visible: the encoder "
+                         "would see only the CLS token")
+    if cfg.model.loss_type.startswith("masked") and visible == n:
+        raise ValueError(f"model.mask_ratio={cfg.model.mask_ratio} masks none of {n} patches, so "
+                         f"model.loss_type={cfg.model.loss_type!r} (loss on masked patches only) would be exactly 0; "
+                         "use a ratio > 0 or model.loss_type=all")
+    return n
 
 
 class Trainer:
     def __init__(self, cfg: PretrainConfig, dist_info: DistInfo | None = None):
-        validate(cfg)
+        num_patches = validate(cfg)
         self.cfg = cfg
         self.dist = dist_info or init_distributed(cfg.run.device)
         self.device = self.dist.device
@@ -97,17 +128,15 @@ class Trainer:
         self.accum = accumulation_steps(cfg.optim, self.dist.world_size)
         torch.manual_seed(cfg.run.seed + self.dist.rank)
 
-        try:
-            self.model = create_model(cfg.model.name, img_size=cfg.data.img_size,
-                                      **cfg.model.constructor_overrides()).to(self.device)
-        except TypeError as e:
-            raise ValueError(f"model {cfg.model.name!r} does not accept these model.* settings: {e}") from None
-        enc = self.model.encoder
-        self.dataset = build_dataset(cfg, enc.num_patches)
+        # the data set is only a file list: count it before the model is built
+        self.dataset = build_dataset(cfg, num_patches)
         self.steps_per_epoch = len(self.dataset) // cfg.optim.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"data.root has {len(self.dataset)} images, fewer than one batch "
                              f"(optim.batch_size={cfg.optim.batch_size})")
+        self.model = create_model(cfg.model.name, img_size=cfg.data.img_size,
+                                  **cfg.model.constructor_overrides()).to(self.device)
+        enc = self.model.encoder
         self.total_steps = cfg.optim.epochs * self.steps_per_epoch
         self.warmup_steps = int(round(cfg.optim.warmup_epochs * self.steps_per_epoch))
         self.lr = cfg.optim.effective_lr()
