@@ -102,6 +102,9 @@ def image_folders(cfg_data: EvalDataConfig, train_transform=None, val_transform=
         splits[name] = d
     train = ImageFolderDataset(splits[cfg_data.train_split], transform=train_transform)
     val = ImageFolderDataset(splits[cfg_data.val_split], transform=val_transform)
+    if len(train.classes) < 2:  # one class scores top-1 = 100 % whatever the encoder: a meaningless number
+        raise ValueError(f"{splits[cfg_data.train_split]}: classification needs >= 2 classes, found "
+                         f"{len(train.classes)} ({train.classes})")
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))

@@ -312,10 +312,9 @@ class _Uint8Images(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from PIL import Image
+        from gmae.data.datasets import load_rgb
 
-        with Image.open(self.files[i]) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        arr = np.asarray(load_rgb(self.files[i]), dtype=np.uint8)
         return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 

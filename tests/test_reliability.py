@@ -279,6 +279,71 @@ def test_mask_ratio_zero_is_fine_when_the_loss_covers_all_patches(tiny_data, tmp
     assert validate(cfg) == 64
 
 
+
+def test_one_class_data_refused_for_knn_and_linprobe(tiny_data, tiny_gmae_checkpoint, tmp_path, capsys):
+    import shutil
+
+    from gmae.cli import main
+
+    data = tmp_path / "one"
+    for split in ("train", "val"):
+        first = sorted((tiny_data / "imagenet" / split).iterdir())[0]
+        shutil.copytree(first, data / split / first.name)
+    for protocol in ("knn", "linprobe"):
+        code = main(["eval", protocol, "--checkpoint", str(tiny_gmae_checkpoint), "--data", str(data), "--config",
+                     f"{protocol}/tiny", "--out", str(tmp_path / protocol), "run.progress=false"])
+        line = _one_line(capsys)
+        assert code == 2 and ">= 2 classes" in line, line
+        assert not (tmp_path / protocol / "results.jsonl").exists()
+
+
+def test_16bit_png_loads_as_its_grey_levels(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from gmae.data.datasets import ImageFolderDataset, ImageListDataset
+
+    levels = np.array([[0, 257 * 64], [257 * 128, 65535]], dtype=np.uint16).repeat(8, 0).repeat(8, 1)
+    path = tmp_path / "a" / "x.png"
+    path.parent.mkdir()
+    Image.fromarray(levels).save(path)
+    with Image.open(path) as im:
+        assert im.mode.startswith("I")  # PIL really reads it as 16-bit
+    want = (levels.astype(np.float64) / 257).round().astype(np.uint8)  # 65535 -> 255
+    for img in (ImageListDataset([path])[0], ImageFolderDataset(tmp_path)[0][0]):
+        got = np.asarray(img)
+        assert got.shape == (16, 16, 3) and (got == want[..., None]).all()
+
+
+def test_saliency_masks_stored_as_0_1_are_read_as_foreground(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from gmae.data.datasets import SaliencyDataset
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    fg = np.zeros((8, 8), np.uint8)
+    fg[2:6, 3:7] = 1
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(tmp_path / "images" / "a.jpg")
+    Image.fromarray(fg).save(tmp_path / "masks" / "a.png")  # 0/1, not 0/255
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(tmp_path / "images" / "b.jpg")
+    Image.fromarray(fg * 255).save(tmp_path / "masks" / "b.png")
+    ds = SaliencyDataset(tmp_path)
+    assert (ds[0][1] == fg).all() and (ds[1][1] == fg).all()
+
+
+def test_corrupt_image_is_named_in_one_line(tiny_gmae_checkpoint, tmp_path, capsys):
+    from gmae.cli import main
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code = main(["export", "--checkpoint", str(tiny_gmae_checkpoint), "--gaussians", str(bad), "--out",
+                 str(tmp_path / "ply")])
+    line = _one_line(capsys)
+    assert code == 2 and "broken.png" in line, line
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Security: no code from files
 # ----------------------------------------------------------------------------------------------------------

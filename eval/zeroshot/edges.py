@@ -276,8 +276,7 @@ def _check_ground_truth(images: list[Path], gt_dir: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from PIL import Image
-
+    from gmae.data.datasets import load_rgb
     from gmae.io import atomic_write, atomic_write_json
 
     from eval.zeroshot import figures
@@ -303,8 +302,7 @@ def run(args: argparse.Namespace) -> int:
         paths = images[start:start + args.batch_size]
         pils = []
         for p in paths:
-            with Image.open(p) as im:
-                pils.append(im.convert("RGB"))
+            pils.append(load_rgb(p))
         imgs = torch.stack([tf(im) for im in pils]).to(device)
         g = predict_sorted(model, imgs)
         if args.render_size == "model":

@@ -106,8 +106,7 @@ def write_ply(path: str | Path, means, scales, quats, colors, opacities) -> Path
 
 
 def export_gaussians(checkpoint: str | Path, images: list[str], out_dir: str | Path) -> list[Path]:
-    from PIL import Image
-
+    from gmae.data.datasets import load_rgb
     from gmae.data.transforms import eval_transform
 
     for p in images:
@@ -120,7 +119,7 @@ def export_gaussians(checkpoint: str | Path, images: list[str], out_dir: str | P
     out_dir = Path(out_dir)
     written = []
     for p in images:
-        img = tf(Image.open(p).convert("RGB")).unsqueeze(0)
+        img = tf(load_rgb(p)).unsqueeze(0)
         with torch.no_grad():
             latent, _, _, ids_keep = model.encoder(img, 0.0)
             raw = model.decoder(latent, ids_keep)[0].float()
