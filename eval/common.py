@@ -624,8 +624,11 @@ class StepTrainer(metaclass=abc.ABCMeta):
                     loss = self.train_step(it)
                     loss = float(all_reduce_sum(torch.tensor([loss], device=self.device)).item()) / self.dist.world_size
                     if not np.isfinite(loss):
-                        raise FloatingPointError(f"{self.protocol}: non-finite loss at step {self.step}; the last good "
-                                                 f"checkpoint is {self.out_dir / CHECKPOINT_NAME}")
+                        from gmae.engine.train import last_checkpoint_note
+                        from gmae.errors import RunStopped
+
+                        raise RunStopped(f"{self.protocol}: non-finite loss at step {self.step}. "
+                                         f"{last_checkpoint_note(self.out_dir)}")
                     self.step += 1
                     window.append(loss)
                     lr = max(g["lr"] for g in self.optimizer.param_groups)

@@ -344,6 +344,60 @@ def test_corrupt_image_is_named_in_one_line(tiny_gmae_checkpoint, tmp_path, caps
     assert code == 2 and "broken.png" in line, line
 
 
+
+def test_rerun_of_a_finished_pretraining_records_no_nan(tiny_data, tmp_path, capsys):
+    import math
+
+    from gmae.cli import main
+
+    argv = ["pretrain", "--config", "pretrain/gmae_tiny", "--data", str(tiny_data / "imagenet"), "--out",
+            str(tmp_path / "run"), "optim.max_steps=2", "optim.batch_size=8", "optim.batch_per_device=8",
+            "run.progress=false", "run.tensorboard=false", "run.device=cpu"]
+    assert main(argv) == 0
+    first = ResultsStore(tmp_path / "run").read()
+    assert main(argv) == 0  # the same run again: finished, nothing to train
+    assert "nothing to do" in capsys.readouterr().out
+    records = ResultsStore(tmp_path / "run").read()
+    assert records == first and all(math.isfinite(r["value"]) for r in records)
+
+
+def test_recon_out_inside_data_is_refused(tiny_data, tiny_gmae_checkpoint, tmp_path, capsys):
+    import shutil
+
+    from gmae.cli import main
+
+    data = tmp_path / "photos"
+    shutil.copytree(tiny_data / "photos", data)
+    code = main(["eval", "recon", "--checkpoint", str(tiny_gmae_checkpoint), "--data", str(data), "--mask-ratio", "0",
+                 "--out", str(data / "recon"), "fid.enabled=false", "data.max_images=2", "figure_images=0"])
+    line = _one_line(capsys)
+    assert code == 2 and "inside data.root" in line, line
+    assert not (data / "recon").exists()
+
+
+def test_nan_stop_is_one_line_naming_only_a_checkpoint_that_exists(tiny_data, tmp_path, capsys, monkeypatch):
+    import re
+
+    import gmae.engine.train as train
+    from gmae.cli import main
+
+    def nan_step(self, it, timed):  # every step non-finite, as with a diverged lr
+        next(it)
+        self._skip(f"non-finite loss at step {self.step}")
+        return float("nan"), float("nan"), None, None
+
+    monkeypatch.setattr(train.Trainer, "_train_step", nan_step)
+    out = tmp_path / "run"
+    code = main(["pretrain", "--config", "pretrain/gmae_tiny", "--data", str(tiny_data / "imagenet"), "--out",
+                 str(out), "optim.max_steps=5", "optim.batch_size=8", "optim.batch_per_device=8",
+                 "run.progress=false", "run.tensorboard=false", "run.max_consecutive_nonfinite=2"])
+    line = _one_line(capsys)
+    assert code == 1 and "non-finite" in line, line
+    named = re.findall(r"(/\S+checkpoint\.pth)", line)
+    assert all(os.path.isfile(p) for p in named), line
+    assert named or "No checkpoint was written" in line
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Security: no code from files
 # ----------------------------------------------------------------------------------------------------------

@@ -27,13 +27,14 @@ from gmae.engine.checkpoint import check_resumable, load_checkpoint, rng_state, 
 from gmae.engine.config import PretrainConfig, accumulation_steps, validate_loop
 from gmae.engine.data_order import GlobalBatchSampler, SeededSamples
 from gmae.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from gmae.errors import RunStopped
 from gmae.io import lock_run_dir
 from gmae.models import create_model
 
 CHECKPOINT_NAME = "checkpoint.pth"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunStopped):
     """Too many non-finite steps in a row: the run stops, keeping its last good checkpoint."""
 
 
@@ -55,6 +56,14 @@ class OnlineProbes(nn.Module):
             loss = loss + F.cross_entropy(logits, labels)
             correct.append((logits.argmax(-1) == labels).float().sum())
         return loss, torch.stack(correct)
+
+
+def last_checkpoint_note(out_dir: Path) -> str:
+    """Where a stopped run can resume from: only a checkpoint that exists is named."""
+    path = Path(out_dir) / CHECKPOINT_NAME
+    if path.is_file():
+        return f"The last good checkpoint is {path}."
+    return f"No checkpoint was written yet in {out_dir} (run.save_every_steps)."
 
 
 def build_dataset(cfg: PretrainConfig, num_patches: int) -> SeededSamples:
@@ -307,7 +316,7 @@ class Trainer:
         elapsed = time.perf_counter() - start_time
         steps_run = self.step - start_step
         return {
-            "step": self.step, "resumed": resumed, "loss": last_loss,
+            "step": self.step, "resumed": resumed, "loss": last_loss, "steps_run": steps_run,
             "img_per_s": steps_run * cfg.optim.batch_size / elapsed if steps_run else float("nan"),
             "render_share": log_extra.get("render_share"), "nonfinite_skipped": self.nonfinite_skipped,
             "checkpoint": str(self.out_dir / CHECKPOINT_NAME),
@@ -385,5 +394,5 @@ class Trainer:
         if self.consecutive_nonfinite >= self.cfg.run.max_consecutive_nonfinite:
             raise NonFiniteLossError(
                 f"{self.consecutive_nonfinite} non-finite steps in a row (run.max_consecutive_nonfinite="
-                f"{self.cfg.run.max_consecutive_nonfinite}); stopping. The last good checkpoint is "
-                f"{self.out_dir / CHECKPOINT_NAME}. Lower optim.blr or check the data.")
+                f"{self.cfg.run.max_consecutive_nonfinite}); stopping. {last_checkpoint_note(self.out_dir)} "
+                "Lower optim.blr or check the data.")
