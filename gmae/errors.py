@@ -2,6 +2,7 @@
 
 ``InputError``: bad input (a file, folder or config key), found before expensive work; exit 2.
 ``RunStopped``: a run that stopped on purpose (e.g. too many non-finite steps); exit 1.
+``Unavailable`` / ``MissingDependency``: a CUDA device or an optional package the command needs is missing; exit 2.
 Plain ``ValueError`` / missing-file errors from anywhere are also shown as one line (exit 2), and a full disk
 as "no space left on device" (exit 1); ``GMAE_DEBUG=1`` shows the traceback instead.
 """
@@ -23,3 +24,11 @@ class RunStopped(GmaeError, RuntimeError):
     """A run stopped on purpose; the message says why and what was kept."""
 
     exit_code = 1
+
+
+class Unavailable(GmaeError, RuntimeError):
+    """The input asks for something this machine lacks (a CUDA device, more GPUs than visible); exit 2."""
+
+
+class MissingDependency(GmaeError, ImportError):
+    """An optional package the command needs is not installed; the message gives the install command; exit 2."""

@@ -59,6 +59,12 @@ def _has(module):
 needs_d2 = pytest.mark.skipif(not _has("detectron2"), reason="detectron2 is not installed")
 
 
+def _has_cuda():
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
@@ -462,6 +468,11 @@ def test_fid_inception_tensors_are_handed_over_intact(tmp_path, monkeypatch):
     (["report", "--results", "{tmp}/nowhere", "--out", "{tmp}/report"], "nowhere"),
     (["eval", "bsds", "--pred", "{tmp}/nopred", "--gt", "{tmp}/nogt", "--out", "{tmp}/r.json"], "nopred"),
     (["pretrain", "--config", "{tmp}/nothere.yaml"], "nothere.yaml"),
+    (["pretrain", "--config", "pretrain/gmae_tiny", "--data", "{tmp}", "run.device=cuda"], "run.device=cuda"),
+    pytest.param(["eval", "coco", "--checkpoint", "{tmp}/missing.pth", "--coco", "{tmp}/nococo", "--config",
+                  "mask_rcnn_vitdet_tiny"], "nococo", marks=needs_d2),
+    pytest.param(["eval", "coco", "--checkpoint", "{tmp}/missing.pth", "--coco", "{tmp}"], "CUDA",
+                 marks=[needs_d2, pytest.mark.skipif(_has_cuda(), reason="needs a machine without CUDA")]),
 ])
 def test_commands_turn_bad_input_into_one_line(tmp_path, capsys, argv, names):
     from gmae.cli import main

@@ -51,6 +51,7 @@ def build_config(spec: RunSpec):
     import torch
 
     from eval.coco.data import register_coco
+    from gmae.errors import Unavailable
     from eval.coco.lazy_config import load_config, resolve_config, scale_to_batch
 
     cfg = load_config(spec.config, spec.overrides)
@@ -65,10 +66,10 @@ def build_config(spec: RunSpec):
     device = str(cfg.train.device)
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is visible (a ViT-B Mask R-CNN step at 1024 px "
+            raise Unavailable("train.device=cuda but no CUDA device is visible (a ViT-B Mask R-CNN step at 1024 px "
                                "takes ~60 s on a CPU); for a CPU run pass train.device=cpu train.amp.enabled=False")
         if n > torch.cuda.device_count():
-            raise RuntimeError(f"--num-gpus {n} but only {torch.cuda.device_count()} CUDA devices are visible")
+            raise Unavailable(f"--num-gpus {n} but only {torch.cuda.device_count()} CUDA devices are visible")
     elif device == "cpu":
         if cfg.train.amp.enabled:
             raise ValueError("train.amp.enabled=True needs CUDA (detectron2's AMPTrainer); pass "
