@@ -32,3 +32,10 @@ class Unavailable(GmaeError, RuntimeError):
 
 class MissingDependency(GmaeError, ImportError):
     """An optional package the command needs is not installed; the message gives the install command; exit 2."""
+
+
+class UnknownKey(InputError, KeyError):
+    """A config override names a key the config does not have (still a KeyError for callers); exit 2."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""

@@ -471,6 +471,8 @@ def test_fid_inception_tensors_are_handed_over_intact(tmp_path, monkeypatch):
     (["pretrain", "--config", "pretrain/gmae_tiny", "--data", "{tmp}", "run.device=cuda"], "run.device=cuda"),
     pytest.param(["eval", "coco", "--checkpoint", "{tmp}/missing.pth", "--coco", "{tmp}/nococo", "--config",
                   "mask_rcnn_vitdet_tiny"], "nococo", marks=needs_d2),
+    pytest.param(["eval", "coco", "--checkpoint", "{tmp}/missing.pth", "--coco", "{tmp}", "--config",
+                  "mask_rcnn_vitdet_tiny", "train.max_iters=3"], "train.max_iters", marks=needs_d2),
     pytest.param(["eval", "coco", "--checkpoint", "{tmp}/missing.pth", "--coco", "{tmp}"], "CUDA",
                  marks=[needs_d2, pytest.mark.skipif(_has_cuda(), reason="needs a machine without CUDA")]),
 ])
