@@ -588,14 +588,22 @@ class StepTrainer(metaclass=abc.ABCMeta):
 
     def train(self, resume: bool = True) -> Dict[str, Any]:
         """Train (or resume) to the end of the schedule, then evaluate. Returns metrics and the run summary;
-        ``{"stopped_at": step}`` when ``run.stop_after_steps`` cut the run short."""
-        from gmae.config import save_config
-        from gmae.engine.distributed import all_reduce_sum, barrier
+        ``{"stopped_at": step}`` when ``run.stop_after_steps`` cut the run short. The run folder is locked
+        meanwhile (released however training ends)."""
         from gmae.io import lock_run_dir
 
+        lock = lock_run_dir(self.out_dir, self.protocol) if self.dist.is_main else None
+        try:
+            return self._train(resume)
+        finally:
+            if lock is not None:
+                lock.close()
+
+    def _train(self, resume: bool) -> Dict[str, Any]:
+        from gmae.config import save_config
+        from gmae.engine.distributed import all_reduce_sum, barrier
+
         cfg = self.cfg
-        if self.dist.is_main:
-            self._lock = lock_run_dir(self.out_dir, self.protocol)
         barrier()
         # a refused resume must leave the run's config.yaml as it was: check first, then write
         resumed = self.maybe_resume() if resume else False

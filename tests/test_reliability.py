@@ -167,8 +167,12 @@ def test_second_pretraining_into_one_folder_is_refused(tiny_data, tmp_path):
         assert not (out / "checkpoint.pth").exists() and not (out / "config.yaml").exists()
     finally:
         held.close()
-    Trainer(_tiny_pretrain_cfg(tiny_data, out)).train()  # the lock goes with its holder
+    trainer = Trainer(_tiny_pretrain_cfg(tiny_data, out))
+    trainer.train()  # the lock goes with its holder
     assert (out / "checkpoint.pth").is_file()
+    # and a finished training releases it, even while its Trainer is still referenced
+    Trainer(_tiny_pretrain_cfg(tiny_data, out)).train()
+    assert trainer.step == 2
 
 
 def test_refused_resume_keeps_the_runs_config(tiny_data, tmp_path):

@@ -241,9 +241,16 @@ class Trainer:
                     self.writer.add_scalar(f"pretrain/{k}", v, record["step"])
 
     def train(self, resume: bool = True) -> dict[str, Any]:
+        """Train (or resume) holding the run-folder lock, released however training ends."""
+        lock = lock_run_dir(self.out_dir, "pretraining") if self.dist.is_main else None
+        try:
+            return self._train(resume)
+        finally:
+            if lock is not None:
+                lock.close()
+
+    def _train(self, resume: bool) -> dict[str, Any]:
         cfg = self.cfg
-        if self.dist.is_main:
-            self._lock = lock_run_dir(self.out_dir, "pretraining")
         barrier()
         # a refused resume must leave the run's config.yaml as it was: check first, then write
         resumed = self.maybe_resume() if resume else False
