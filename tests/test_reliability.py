@@ -252,6 +252,8 @@ def test_malformed_bsds_mat_refused_before_inference(tiny_data, tiny_gmae_checkp
 @pytest.mark.parametrize("override, key", [
     ("model.mask_ratio=0", "model.mask_ratio"),  # masked loss over no masked patch: exactly 0
     ("model.mask_ratio=0.99", "model.mask_ratio"),  # 64 patches x 0.01 -> 0 visible: CLS alone
+    ("model.mask_ratio=1.0", "mask_ratio"),
+    ("model.name=gmae_vit_nonexistent", "model.name"),
     ("optim.blr=-1e-3", "optim.blr"),
     ("optim.lr=0", "optim.lr"),
     ("run.save_every_steps=0", "run.save_every_steps"),

@@ -110,7 +110,7 @@ def _validate_model(cfg: PretrainConfig) -> int:
                                **cfg.model.constructor_overrides()).encoder
     except KeyError as e:
         raise ValueError(f"model.name: {e.args[0]}") from None
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # an unknown argument, or one the model refuses (mask_ratio=1)
         raise ValueError(f"model {cfg.model.name!r} does not accept these model.* settings: {e}") from None
     if cfg.data.img_size % enc.patch_size:
         raise ValueError(f"data.img_size={cfg.data.img_size} is not a multiple of the patch size {enc.patch_size} "
