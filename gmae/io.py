@@ -35,9 +35,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # so "no space left on device" can say where
         raise
     return path
 
@@ -50,10 +52,37 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
+class _ErrorRecordingFile:
+    """A write-only file wrapper that keeps the OSError its writes raised: torch.save reports a full disk only
+    as ``RuntimeError: ... unexpected pos``, and we want to say "no space left on device"."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        return self.f.flush()
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    def write(f):
+        rec = _ErrorRecordingFile(f)
+        try:
+            torch.save(obj, rec)
+        except RuntimeError:
+            if rec.error is not None:
+                raise rec.error from None
+            raise
+
+    return atomic_write(path, write)
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:

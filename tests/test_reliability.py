@@ -105,6 +105,46 @@ def test_results_failed_append_leaves_no_fragment(tmp_path, monkeypatch):
     assert [r["model"] for r in store.read()] == ["a", "c"]
 
 
+
+def test_full_disk_during_checkpoint_save_is_reported_as_such(tmp_path, monkeypatch):
+    import io
+
+    import torch
+
+    import gmae.io as gio
+
+    path = tmp_path / "checkpoint.pth"
+    gio.atomic_torch_save({"step": 1}, path)
+    before = path.read_bytes()
+    real_fdopen = os.fdopen
+
+    class Full(io.RawIOBase):  # accepts 1 kB, then the disk is full
+        def __init__(self, fd):
+            self.f, self.n = real_fdopen(fd, "wb"), 0
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            if self.n + len(b) > 1024:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.n += len(b)
+            return self.f.write(b)
+
+        def close(self):
+            self.f.close()
+            super().close()
+
+        def fileno(self):
+            return self.f.fileno()
+
+    monkeypatch.setattr(gio.os, "fdopen", lambda fd, mode: Full(fd))
+    with pytest.raises(OSError) as info:
+        gio.atomic_torch_save({"step": 2, "w": torch.zeros(100_000)}, path)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth"]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Security / sharing: written files respect the umask
 # ----------------------------------------------------------------------------------------------------------
