@@ -528,10 +528,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gmae.io import atomic_write_json
 
+    from gmae.errors import InputError
+
     if args.results and not args.model:
-        raise SystemExit("gmae eval bsds: --results needs --model NAME")
+        raise InputError("--results needs --model NAME")
     if args.thresholds < 1:
-        raise SystemExit("gmae eval bsds: --thresholds must be >= 1")
+        raise InputError(f"--thresholds must be >= 1, got {args.thresholds}")
     res = evaluate_dir(args.pred, args.gt, args.thresholds, args.max_dist, args.workers, progress=not args.quiet)
     res = _json_safe(res)
     atomic_write_json(args.out, res)

@@ -26,13 +26,9 @@ _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
 def _grey(path: Path) -> np.ndarray:
-    from PIL import Image
+    from gmae.data.datasets import load_rgb
 
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L"), np.float64) / 255.0
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path}: cannot read image: {e}") from e
+    return np.asarray(load_rgb(path).convert("L"), np.float64) / 255.0
 
 
 def sobel_edges(grey: np.ndarray) -> np.ndarray:

@@ -30,9 +30,9 @@ from gmae.engine.data_order import sample_seed
 FEATURES = ("cls", "mean_tokens")
 
 
-class InputError(ValueError):
-    """Bad input found before any training: a missing or unusable checkpoint, data folders without classes or
-    with different classes per split, a config key out of range. The message names the file or key."""
+# Bad input found before any training (a missing or unusable checkpoint, data folders without classes or with
+# different classes per split, a config key out of range); one class serves every command.
+from gmae.errors import InputError  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -102,6 +102,9 @@ def image_folders(cfg_data: EvalDataConfig, train_transform=None, val_transform=
         splits[name] = d
     train = ImageFolderDataset(splits[cfg_data.train_split], transform=train_transform)
     val = ImageFolderDataset(splits[cfg_data.val_split], transform=val_transform)
+    if len(train.classes) < 2:  # one class scores top-1 = 100 % whatever the encoder: a meaningless number
+        raise ValueError(f"{splits[cfg_data.train_split]}: classification needs >= 2 classes, found "
+                         f"{len(train.classes)} ({train.classes})")
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
@@ -616,16 +619,27 @@ class StepTrainer(metaclass=abc.ABCMeta):
 
     def train(self, resume: bool = True) -> Dict[str, Any]:
         """Train (or resume) to the end of the schedule, then evaluate. Returns metrics and the run summary;
-        ``{"stopped_at": step}`` when ``run.stop_after_steps`` cut the run short."""
+        ``{"stopped_at": step}`` when ``run.stop_after_steps`` cut the run short. The run folder is locked
+        meanwhile (released however training ends)."""
+        from gmae.io import lock_run_dir
+
+        lock = lock_run_dir(self.out_dir, self.protocol) if self.dist.is_main else None
+        try:
+            return self._train(resume)
+        finally:
+            if lock is not None:
+                lock.close()
+
+    def _train(self, resume: bool) -> Dict[str, Any]:
         from gmae.config import save_config
         from gmae.engine.distributed import all_reduce_sum, barrier
 
         cfg = self.cfg
-        if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out_dir / "config.yaml")
         barrier()
+        # a refused resume must leave the run's config.yaml as it was: check first, then write
         resumed = self.maybe_resume() if resume else False
+        if self.dist.is_main:
+            save_config(cfg, self.out_dir / "config.yaml")
         end_step = self.total_steps if cfg.optim.max_steps is None else min(self.total_steps, cfg.optim.max_steps)
         global_batch = cfg.optim.batch_size
         self.log({"step": self.step, "event": "resume" if resumed else "start", "effective_lr": self.lr,
@@ -649,8 +663,11 @@ class StepTrainer(metaclass=abc.ABCMeta):
                     loss = self.train_step(it)
                     loss = float(all_reduce_sum(torch.tensor([loss], device=self.device)).item()) / self.dist.world_size
                     if not np.isfinite(loss):
-                        raise FloatingPointError(f"{self.protocol}: non-finite loss at step {self.step}; the last good "
-                                                 f"checkpoint is {self.out_dir / CHECKPOINT_NAME}")
+                        from gmae.engine.train import last_checkpoint_note
+                        from gmae.errors import RunStopped
+
+                        raise RunStopped(f"{self.protocol}: non-finite loss at step {self.step}. "
+                                         f"{last_checkpoint_note(self.out_dir)}")
                     self.step += 1
                     window.append(loss)
                     lr = max(g["lr"] for g in self.optimizer.param_groups)

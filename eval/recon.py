@@ -43,8 +43,7 @@ FULL_SCALE_IMAGES = 50_000  # ImageNet val: the set the paper's rFID is computed
 METRICS = ("rfid", "psnr", "psnr_masked", "ssim")
 
 
-class InputError(ValueError):
-    """Bad input found before any model runs; the message names the file or key."""
+from gmae.errors import InputError  # noqa: E402 - one class for every command's bad input
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -350,6 +349,11 @@ def run_recon(cfg: ReconConfig, checkpoint: str, checkpoint_mae: str | None = No
     for p in (checkpoint, checkpoint_mae):
         if p is not None and not Path(p).is_file():
             raise InputError(f"checkpoint not found: {p}")
+    out_abs, data_abs = Path(cfg.run.out_dir).resolve(), Path(cfg.data.root).resolve()
+    if out_abs == data_abs or data_abs in out_abs.parents:
+        # the images are searched recursively: the next run would score its own reconstructions as inputs
+        raise InputError(f"run.out_dir {cfg.run.out_dir} is inside data.root {cfg.data.root}; put the outputs "
+                         "elsewhere")
     try:
         files = find_images(cfg.data.root, cfg.data.max_images)
     except FileNotFoundError as e:

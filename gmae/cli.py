@@ -1,14 +1,18 @@
 """The one command-line entry point: ``gmae <command> [<subcommand>] ...``.
 
 Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int | None``.
-Modules are imported only when their command is chosen, so ``gmae --help`` is instant and a CPU-only
+Errors about the input or the machine (see :func:`one_line_error`) print one line and exit 2 (bad input) or
+1 (full disk, a deliberate stop); ``GMAE_DEBUG=1`` shows their traceback. Modules are imported only when their
+command is chosen, so ``gmae --help`` is instant and a CPU-only
 install never imports gsplat, detectron2 or torch-fidelity unless the command needs them.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 # (command words, module, one-line help). Groups ("data", "eval") are formed from the first word.
@@ -93,8 +97,51 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     mod.add_arguments(parser)
     args = parser.parse_args(rest)
-    code = mod.run(args)
+    try:
+        check_outputs(args)
+        code = mod.run(args)
+    except Exception as e:  # noqa: BLE001 - only the kinds below are turned into one line; others re-raise
+        line = one_line_error(e)
+        if line is None or os.environ.get("GMAE_DEBUG"):
+            raise
+        message, code = line
+        print(f"{prog}: error: {message}", file=sys.stderr)
     return int(code or 0)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse unwritable ``--out`` / ``--results`` before the command starts its expensive work."""
+    from gmae.io import check_writable
+
+    if getattr(args, "out", None):
+        check_writable(args.out, "--out")
+    # a list of --results is an input (``gmae report`` reads stores); a single one is the store written to
+    if isinstance(getattr(args, "results", None), str):
+        check_writable(args.results, "--results")
+
+
+def one_line_error(e: BaseException) -> tuple[str, int] | None:
+    """(message, exit code) for errors that are about the input or the machine, not a bug; None otherwise.
+
+    Bad input (our InputError/ConfigError, any ValueError, a missing or unreadable path) exits 2; a full disk
+    and a deliberate stop exit 1. Everything else keeps its traceback: it is a bug to report.
+    """
+    from gmae.errors import GmaeError
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {e.filename}" if e.filename else ""
+        return f"no space left on device{where} (the previous files are kept)", 1
+    if isinstance(e, GmaeError):
+        code = e.exit_code
+    elif isinstance(e, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+                        FileExistsError)):
+        code = 2
+    else:
+        return None
+    text = str(e).strip().strip("'\"")
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text = f"{text}: {e.filename}"
+    return " ".join(text.split()) or type(e).__name__, code
 
 
 if __name__ == "__main__":  # pragma: no cover

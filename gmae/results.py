@@ -2,7 +2,8 @@
 
 One record = one number: ``{"protocol", "metric", "value", "model", "checkpoint": {"path", "sha256"},
 "config", "git_commit", "data", "hardware", "time", ...extra}``. Appends take an exclusive ``flock`` and
-write whole lines, so several processes (DDP ranks, parallel jobs) appending to one store lose nothing.
+write whole lines, so several processes (DDP ranks, parallel jobs) appending to one store lose nothing; an
+append starts on a fresh line even after a torn one, and a failed append (full disk) is truncated away.
 A corrupt line is reported and skipped on read, never fatal.
 """
 
@@ -125,15 +126,24 @@ class ResultsStore:
             return
         payload = "".join(lines).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                view = memoryview(payload)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                os.fsync(fd)
+                size = os.fstat(fd).st_size
+                # a torn last line (killed writer, damaged copy) would swallow our first record: start afresh
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    payload = b"\n" + payload
+                try:
+                    view = memoryview(payload)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                    os.fsync(fd)
+                except BaseException:
+                    # e.g. a full disk mid-write: leave no partial record behind (we hold the lock)
+                    os.ftruncate(fd, size)
+                    raise
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:

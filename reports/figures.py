@@ -37,15 +37,14 @@ def _save(fig, out: str | Path) -> list[Path]:
 
 def load_images(paths: Sequence[str | Path], size: int) -> torch.Tensor:
     """[B, 3, size, size] ImageNet-normalised (the evaluation transform)."""
-    from PIL import Image
-
+    from gmae.data.datasets import load_rgb
     from gmae.data.transforms import eval_transform
 
     tf = eval_transform(size)
     for p in paths:
         if not Path(p).is_file():
             raise FileNotFoundError(f"image not found: {p}")
-    return torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
+    return torch.stack([tf(load_rgb(p)) for p in paths])
 
 
 def centres_figure(checkpoint: str | Path, images: Sequence[str | Path], out: str | Path) -> list[Path]:

@@ -369,7 +369,7 @@ def test_gt_loader_reads_bsds_layout(tmp_path):
     assert len(got) == 2 and (got[0] == bd).all() and (got[1] == ~bd).all()
 
 
-def test_classic_edges_cli(tmp_path):
+def test_classic_edges_cli(tmp_path, capsys):
     from gmae.cli import main
 
     rng = np.random.default_rng(4)
@@ -386,9 +386,10 @@ def test_classic_edges_cli(tmp_path):
             e = np.asarray(im) / 255.0
         res = bsds.summarize(bsds.thresholds_for(19), bsds.evaluate_image(e, bds, 19, 0.03)[None])
         assert res["ods"] > 0.6, (method, res["ods"])  # edges of a piecewise-constant image are found
-    with pytest.raises(FileNotFoundError, match="images"):
-        main(["eval", "classic-edges", "--data", str(tmp_path / "nothing"), "--method", "sobel",
-              "--out", str(tmp_path / "x")])
+    # bad input: one line naming the folder, exit 2 (gmae.cli.one_line_error)
+    assert main(["eval", "classic-edges", "--data", str(tmp_path / "nothing"), "--method", "sobel",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "nothing" in capsys.readouterr().err
 
 
 # ============================================================================================ pyEdgeEval

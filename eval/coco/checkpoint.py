@@ -105,6 +105,56 @@ def load_backbone(model: torch.nn.Module, encoder: Mapping[str, torch.Tensor], s
     return {"loaded": len(converted), "zero_init": zero_init, "dropped": dropped}
 
 
+# the only names detectron2's PeriodicCheckpointer gives our runs' checkpoints (model_0000099.pth, model_final.pth)
+_RESUME_NAME = re.compile(r"^model_(\d+|final)\.pth$")
+LAST_CHECKPOINT = "last_checkpoint"
+
+
+def resume_file(out_dir: str | Path) -> Path | None:
+    """The checkpoint ``out_dir/last_checkpoint`` names, or None when there is none.
+
+    detectron2 follows that text file to any path and unpickles ``*.pkl`` files, so a crafted run folder could
+    run code: only our own checkpoint names, as regular files directly inside ``out_dir``, are accepted.
+    """
+    from gmae.errors import InputError
+
+    out_dir = Path(out_dir)
+    marker = out_dir / LAST_CHECKPOINT
+    if not marker.is_file():
+        return None
+    name = marker.read_text(errors="replace").strip()
+    if not _RESUME_NAME.match(name):
+        raise InputError(f"{marker}: refusing to resume from {name!r}: only model_<iteration>.pth or "
+                         f"model_final.pth inside {out_dir} are resumed")
+    path = out_dir / name
+    if path.is_symlink() or not path.is_file():
+        raise InputError(f"{marker}: names {path}, which is not a regular file in {out_dir}")
+    return path
+
+
+def safe_checkpointer(model: torch.nn.Module, save_dir: str | Path, **checkpointables):
+    """detectron2's DetectionCheckpointer that loads only :func:`resume_file`-style names inside ``save_dir``,
+    with ``torch.load(weights_only=True)`` (never ``pickle.load``)."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from gmae.errors import InputError
+    from gmae.io import safe_torch_load
+
+    class _SafeCheckpointer(DetectionCheckpointer):
+        def _load_file(self, filename):
+            p = Path(filename)
+            if p.parent.resolve() != Path(self.save_dir).resolve() or not _RESUME_NAME.match(p.name) \
+                    or p.is_symlink():
+                raise InputError(f"refusing to load {p}: only model_<iteration>.pth or model_final.pth inside "
+                                 f"{self.save_dir} are resumed")
+            loaded = safe_torch_load(p)
+            if not isinstance(loaded, dict) or "model" not in loaded:
+                raise InputError(f"{p}: not a detectron2 training checkpoint (no 'model')")
+            return loaded
+
+    return _SafeCheckpointer(model, str(save_dir), **checkpointables)
+
+
 def load_encoder(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(encoder state dict in timm names, arch) from a training checkpoint, an export, MAE or timm weights."""
     from gmae.engine.checkpoint import load_encoder_weights

@@ -133,7 +133,9 @@ def require_detectron2():
         import detectron2  # noqa: F401
         from detectron2.modeling.backbone.vit import ViT  # noqa: F401
     except ImportError as e:
-        raise ImportError(f"{INSTALL_HINT} ({e})") from e
+        from gmae.errors import MissingDependency
+
+        raise MissingDependency(f"{INSTALL_HINT} ({e})") from e
     return detectron2
 
 

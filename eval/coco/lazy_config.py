@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 import torch.nn as nn
 
+from gmae.errors import UnknownKey
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "coco"
 # (dotted key, what it counts) of every schedule length scale_to_batch rescales
 ITERATION_KEYS = ("train.max_iter", "lr_multiplier.milestones", "lr_multiplier.warmup_iters",
@@ -106,7 +108,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()):
         node = OmegaConf.select(cfg, parent) if parent else cfg
         in_list = OmegaConf.is_list(node) and leaf.isdigit() and int(leaf) < len(node)
         if not in_list and (node is None or not OmegaConf.is_dict(node) or leaf not in node):
-            raise KeyError(f"override {item!r}: the config has no key {key.strip()!r}")
+            raise UnknownKey(f"override {item!r}: the config has no key {key.strip()!r}")
     return LazyConfig.apply_overrides(cfg, list(overrides))
 
 

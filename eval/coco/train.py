@@ -51,6 +51,7 @@ def build_config(spec: RunSpec):
     import torch
 
     from eval.coco.data import register_coco
+    from gmae.errors import Unavailable
     from eval.coco.lazy_config import load_config, resolve_config, scale_to_batch
 
     cfg = load_config(spec.config, spec.overrides)
@@ -65,10 +66,10 @@ def build_config(spec: RunSpec):
     device = str(cfg.train.device)
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is visible (a ViT-B Mask R-CNN step at 1024 px "
+            raise Unavailable("train.device=cuda but no CUDA device is visible (a ViT-B Mask R-CNN step at 1024 px "
                                "takes ~60 s on a CPU); for a CPU run pass train.device=cpu train.amp.enabled=False")
         if n > torch.cuda.device_count():
-            raise RuntimeError(f"--num-gpus {n} but only {torch.cuda.device_count()} CUDA devices are visible")
+            raise Unavailable(f"--num-gpus {n} but only {torch.cuda.device_count()} CUDA devices are visible")
     elif device == "cpu":
         if cfg.train.amp.enabled:
             raise ValueError("train.amp.enabled=True needs CUDA (detectron2's AMPTrainer); pass "
@@ -102,11 +103,13 @@ def check_inputs(spec: RunSpec):
 
     Returns (cfg, info, arch).
     """
-    from eval.coco.checkpoint import check_architecture, load_encoder
+    from eval.coco.checkpoint import check_architecture, load_encoder, resume_file
 
     cfg, info = build_config(spec)
     _, arch = load_encoder(spec.checkpoint)
     check_architecture(arch, cfg.model.backbone.net, spec.checkpoint)
+    if spec.resume:
+        resume_file(spec.out_dir)  # a foreign last_checkpoint is refused before any work
     return cfg, info, arch
 
 
@@ -133,14 +136,13 @@ def do_test(cfg, model) -> dict[str, Any]:
 
 def worker(spec: RunSpec) -> Optional[dict[str, Any]]:
     """One training process (called by detectron2's launch): train, evaluate, and on rank 0 write records."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import LazyConfig, instantiate
     from detectron2.engine import AMPTrainer, SimpleTrainer, default_writers, hooks
     from detectron2.engine.defaults import create_ddp_model
     from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
 
-    from eval.coco.checkpoint import check_architecture, load_backbone, load_encoder
+    from eval.coco.checkpoint import check_architecture, load_backbone, load_encoder, resume_file, safe_checkpointer
 
     _setup_logging(spec.out_dir)
     cfg, info = build_config(spec)
@@ -153,7 +155,7 @@ def worker(spec: RunSpec) -> Optional[dict[str, Any]]:
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     checkpointer_dir = spec.out_dir
-    resuming = spec.resume and DetectionCheckpointer(model, checkpointer_dir).has_checkpoint()
+    resume_path = resume_file(checkpointer_dir) if spec.resume else None
     encoder, arch = load_encoder(spec.checkpoint)
     check_architecture(arch, cfg.model.backbone.net, spec.checkpoint)
     backbone = load_backbone(model, encoder, source=spec.checkpoint)
@@ -164,7 +166,7 @@ def worker(spec: RunSpec) -> Optional[dict[str, Any]]:
     train_loader = instantiate(cfg.dataloader.train)
     model = create_ddp_model(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
-    checkpointer = DetectionCheckpointer(model, checkpointer_dir, trainer=trainer)
+    checkpointer = safe_checkpointer(model, checkpointer_dir, trainer=trainer)
 
     final: dict[str, Any] = {}
 
@@ -181,10 +183,10 @@ def worker(spec: RunSpec) -> Optional[dict[str, Any]]:
         if comm.is_main_process() else None,
     ])
     start_iter = 0
-    if resuming:
-        checkpointer.resume_or_load(checkpointer_dir, resume=True)
+    if resume_path is not None:
+        checkpointer.load(str(resume_path))
         start_iter = trainer.iter + 1
-        logger.info("resuming from %s at iteration %d", checkpointer.get_checkpoint_file(), start_iter)
+        logger.info("resuming from %s at iteration %d", resume_path, start_iter)
     trainer.train(start_iter, int(cfg.train.max_iter))
 
     if not comm.is_main_process():

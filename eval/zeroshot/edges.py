@@ -250,6 +250,7 @@ def _check_inputs(args) -> tuple[list[Path], Optional[Path]]:
         if gts != ids:
             raise ValueError(f"images in {image_dir} and ground truth in {gt_dir} differ: "
                              f"{sorted(ids - gts)[:5]} have no .mat, {sorted(gts - ids)[:5]} have no image")
+        _check_ground_truth(images, gt_dir)
     out = Path(args.out)
     if out.is_dir():
         stale = sorted(p.name for p in out.glob("*.png") if p.stem not in ids)
@@ -259,9 +260,23 @@ def _check_inputs(args) -> tuple[list[Path], Optional[Path]]:
     return images, gt_dir
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_ground_truth(images: list[Path], gt_dir: Path) -> None:
+    """Read every .mat now (a few seconds for BSDS500's 200) so a malformed one is named before inference."""
     from PIL import Image
 
+    from eval.bsds import load_gt_boundaries
+
+    for p in images:
+        gt = load_gt_boundaries(gt_dir / f"{p.stem}.mat")
+        with Image.open(p) as im:  # the header only
+            w, h = im.size
+        if gt[0].shape != (h, w):
+            raise ValueError(f"{gt_dir / (p.stem + '.mat')}: ground truth is {gt[0].shape[0]}x{gt[0].shape[1]} "
+                             f"(HxW) but {p} is {h}x{w}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gmae.data.datasets import load_rgb
     from gmae.io import atomic_write, atomic_write_json
 
     from eval.zeroshot import figures
@@ -287,8 +302,7 @@ def run(args: argparse.Namespace) -> int:
         paths = images[start:start + args.batch_size]
         pils = []
         for p in paths:
-            with Image.open(p) as im:
-                pils.append(im.convert("RGB"))
+            pils.append(load_rgb(p))
         imgs = torch.stack([tf(im) for im in pils]).to(device)
         g = predict_sorted(model, imgs)
         if args.render_size == "model":

@@ -29,9 +29,30 @@ class CorruptImageWarning(UserWarning):
     """An unreadable image was skipped."""
 
 
+# 16-bit / 32-bit integer greyscale modes: PIL's convert("RGB") clips their values at 255 (all white)
+_WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def _load_rgb(path: str | os.PathLike) -> Image.Image:
     with Image.open(path) as im:
+        if im.mode in _WIDE_GREY:
+            return _to_8bit(im).convert("RGB")
         return im.convert("RGB")  # convert() decodes the whole file, so truncation is caught here
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """An image file as 8-bit RGB (16-bit greyscale scaled, not clipped); an unreadable file raises ValueError
+    naming it. Every loader of the suite reads images through this."""
+    try:
+        return _load_rgb(path)
+    except _DECODE_ERRORS as e:
+        raise ValueError(f"cannot read image {path} ({type(e).__name__}: {e})") from e
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (PNG stores 16-bit as I;16, PIL may open it as I) scaled to 8 bits: v * 255 / 65535."""
+    a = np.asarray(im).astype(np.float64)
+    return Image.fromarray(np.clip(np.rint(a * (255.0 / 65535.0)), 0, 255).astype(np.uint8), mode="L")
 
 
 def _is_image(name: str) -> bool:
@@ -281,7 +302,8 @@ class SaliencyDataset(Dataset):
     """Salient-object images ``root/<image_dir>/<id>.<ext>`` with masks ``root/<mask_dir>/<id>.png``.
 
     Item -> ``(image, mask)``: image RGB PIL (``transform`` applied if given), mask (H, W) uint8 0/1 at the
-    original resolution (mask pixel >= 128 -> 1; saliency metrics are computed at ground-truth resolution).
+    original resolution (mask pixel >= 128 -> 1, or >= 1 for masks stored as 0/1; 16-bit masks scaled to 8
+    bits first; saliency metrics are computed at ground-truth resolution).
     A missing mask fails at construction; a mask whose size differs from its image fails on access.
     """
 
@@ -308,11 +330,12 @@ class SaliencyDataset(Dataset):
         img_path, mask_path = self.images[index], self.masks[index]
         image = _load_rgb(img_path)
         with Image.open(mask_path) as m:
-            mask = np.asarray(m.convert("L"))
+            mask = np.asarray(_to_8bit(m) if m.mode in _WIDE_GREY else m.convert("L"))
         if mask.shape != (image.size[1], image.size[0]):
             raise ValueError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but image {img_path} is "
                              f"{image.size[0]}x{image.size[1]}")
-        mask = (mask >= 128).astype(np.uint8)
+        # masks stored as 0/1 (not 0/255) are common: thresholding those at 128 would leave no foreground
+        mask = (mask >= (1 if mask.max() <= 1 else 128)).astype(np.uint8)
         return (self.transform(image) if self.transform is not None else image), mask
 
 
@@ -348,9 +371,5 @@ class ImageListDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        path = self.paths[index]
-        try:
-            img = _load_rgb(path)
-        except _DECODE_ERRORS as e:
-            raise ValueError(f"cannot read image {path} ({type(e).__name__}: {e})") from e
+        img = load_rgb(self.paths[index])
         return self.transform(img) if self.transform is not None else img

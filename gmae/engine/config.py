@@ -116,12 +116,25 @@ def validate_loop(cfg) -> None:
         raise ValueError(f"run.amp must be bf16, fp16 or none, got {cfg.run.amp!r}")
     if cfg.run.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
+    for key in ("save_every_steps", "log_every_steps"):
+        if getattr(cfg.run, key) < 1:
+            raise ValueError(f"run.{key} must be >= 1, got {getattr(cfg.run, key)}")
     optim = getattr(cfg, "optim", None)
     if optim is not None:
         if optim.epochs < 1 or optim.batch_size < 1 or optim.batch_per_device < 1:
             raise ValueError("optim.epochs, optim.batch_size and optim.batch_per_device must be >= 1")
         if not 0 <= optim.warmup_epochs <= optim.epochs:
             raise ValueError(f"optim.warmup_epochs={optim.warmup_epochs} must lie in [0, optim.epochs]")
+        if not optim.blr > 0:
+            raise ValueError(f"optim.blr must be > 0, got {optim.blr}")
+        if optim.lr is not None and not optim.lr > 0:
+            raise ValueError(f"optim.lr must be > 0 (or null to use optim.blr), got {optim.lr}")
+        if not optim.min_lr >= 0:
+            raise ValueError(f"optim.min_lr must be >= 0, got {optim.min_lr}")
+        if getattr(optim, "weight_decay", 0) < 0:
+            raise ValueError(f"optim.weight_decay must be >= 0, got {optim.weight_decay}")
+        if optim.max_steps is not None and optim.max_steps < 1:
+            raise ValueError(f"optim.max_steps must be >= 1 or null, got {optim.max_steps}")
 
 
 @dataclass

@@ -29,7 +29,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
     """Read torchrun's env (RANK, WORLD_SIZE, LOCAL_RANK); NCCL on GPU, gloo on CPU; no-op for one process."""
     want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("run.device=cuda but no CUDA device is available")
+        from gmae.errors import Unavailable
+
+        raise Unavailable("run.device=cuda but no CUDA device is available")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -34,7 +34,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the decoder (MAE baseline checkpoints only)")
 
 
+def refuse_overwriting_checkpoint(checkpoint: str | Path, out: str | Path) -> None:
+    """An export must never replace its source or any training checkpoint (that would lose the run)."""
+    from gmae.errors import InputError
+    from gmae.io import same_file
+
+    if same_file(checkpoint, out):
+        raise InputError(f"--out {out} is the --checkpoint itself; refusing to replace it with an export")
+    if Path(out).is_file():
+        try:  # mmap: only the small top-level objects are read
+            existing = torch.load(out, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - not a checkpoint we can read: not a training run to protect
+            existing = None
+        if isinstance(existing, dict) and "optimizer" in existing:
+            raise InputError(f"--out {out} is a training checkpoint; refusing to replace it with an export")
+
+
 def run(args: argparse.Namespace) -> int:
+    if not args.gaussians:
+        refuse_overwriting_checkpoint(args.checkpoint, args.out)
     if args.gaussians:
         paths = export_gaussians(args.checkpoint, args.gaussians, args.out)
         print(f"wrote {len(paths)} .ply files to {args.out}")
@@ -88,8 +106,7 @@ def write_ply(path: str | Path, means, scales, quats, colors, opacities) -> Path
 
 
 def export_gaussians(checkpoint: str | Path, images: list[str], out_dir: str | Path) -> list[Path]:
-    from PIL import Image
-
+    from gmae.data.datasets import load_rgb
     from gmae.data.transforms import eval_transform
 
     for p in images:
@@ -102,7 +119,7 @@ def export_gaussians(checkpoint: str | Path, images: list[str], out_dir: str | P
     out_dir = Path(out_dir)
     written = []
     for p in images:
-        img = tf(Image.open(p).convert("RGB")).unsqueeze(0)
+        img = tf(load_rgb(p)).unsqueeze(0)
         with torch.no_grad():
             latent, _, _, ids_keep = model.encoder(img, 0.0)
             raw = model.decoder(latent, ids_keep)[0].float()

@@ -40,8 +40,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     summary = pretrain(cfg, results=args.results, config_source=str(args.config))
     if summary.get("stopped_at") is None and summary.get("rank", 0) == 0:
-        print(f"pretrain done: step {summary['step']}, loss {summary['loss']:.4f}, "
-              f"{summary['img_per_s']:.1f} img/s, checkpoint {summary['checkpoint']}")
+        if summary.get("steps_run") == 0:
+            print(f"pretrain: nothing to do, {summary['checkpoint']} is already at step {summary['step']} "
+                  "(its records were written when it finished)")
+        else:
+            print(f"pretrain done: step {summary['step']}, loss {summary['loss']:.4f}, "
+                  f"{summary['img_per_s']:.1f} img/s, checkpoint {summary['checkpoint']}")
     return 0
 
 
@@ -56,7 +60,8 @@ def pretrain(cfg, results: str | None = None, config_source: str | None = None) 
     try:
         summary = trainer.train(resume=True)
         summary["rank"] = trainer.dist.rank
-        if "stopped_at" not in summary and trainer.dist.is_main:
+        # a rerun of a finished run trains no step: its loss would be NaN, so it records nothing new
+        if "stopped_at" not in summary and summary.get("steps_run") != 0 and trainer.dist.is_main:
             store = ResultsStore(results or cfg.run.out_dir)
             common = dict(model=cfg.model.name, checkpoint=summary["checkpoint"], config=config_to_dict(cfg),
                           data=cfg.data.root, config_file=config_source, steps=summary["step"],

@@ -28,6 +28,8 @@ from gmae.engine.config import PretrainConfig, accumulation_steps, validate_loop
 from gmae.engine.data_order import GlobalBatchSampler, SeededSamples
 from gmae.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from gmae.data.transforms import CROPS
+from gmae.errors import RunStopped
+from gmae.io import lock_run_dir
 from gmae.models import create_model
 from gmae.models.gmae import MODEL_COMPAT
 
@@ -47,7 +49,7 @@ def authors_epoch_lr_factor(epoch: int, warmup_epochs: float, epochs: int) -> fl
     return 0.5 * (1.0 + math.cos(math.pi * (epoch + 1 - warmup_epochs) / (epochs - warmup_epochs)))
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunStopped):
     """Too many non-finite steps in a row: the run stops, keeping its last good checkpoint."""
 
 
@@ -71,6 +73,14 @@ class OnlineProbes(nn.Module):
         return loss, torch.stack(correct)
 
 
+def last_checkpoint_note(out_dir: Path) -> str:
+    """Where a stopped run can resume from: only a checkpoint that exists is named."""
+    path = Path(out_dir) / CHECKPOINT_NAME
+    if path.is_file():
+        return f"The last good checkpoint is {path}."
+    return f"No checkpoint was written yet in {out_dir} (run.save_every_steps)."
+
+
 def build_dataset(cfg: PretrainConfig, num_patches: int) -> SeededSamples:
     from gmae.data.datasets import ImageFolderDataset
     from gmae.data.transforms import pretrain_transform
@@ -89,8 +99,8 @@ def _autocast(cfg: PretrainConfig, device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def validate(cfg: PretrainConfig) -> None:
-    """Cheap checks that name the key, before any model or data is built."""
+def validate(cfg: PretrainConfig) -> int:
+    """Cheap checks that name the key, before any model or data is built; returns the number of patches."""
     validate_loop(cfg)
     if len(cfg.data.crop_scale) != 2 or not 0 < cfg.data.crop_scale[0] <= cfg.data.crop_scale[1] <= 1:
         raise ValueError(f"data.crop_scale must be [lo, hi] within (0, 1], got {cfg.data.crop_scale}")
@@ -106,14 +116,45 @@ def validate(cfg: PretrainConfig) -> None:
         raise ValueError(f"run.probe_optimizer must be one of {PROBE_OPTIMIZERS}, got {cfg.run.probe_optimizer!r}")
     if len(cfg.optim.betas) != 2:
         raise ValueError(f"optim.betas must have two values, got {cfg.optim.betas}")
+    if cfg.optim.clip_grad is not None and not cfg.optim.clip_grad > 0:
+        raise ValueError(f"optim.clip_grad must be > 0 or null, got {cfg.optim.clip_grad}")
+    if cfg.run.max_consecutive_nonfinite < 1:
+        raise ValueError(f"run.max_consecutive_nonfinite must be >= 1, got {cfg.run.max_consecutive_nonfinite}")
+    num_patches = _validate_model(cfg)
     root = Path(cfg.data.root)
     if not root.is_dir():
         raise FileNotFoundError(f"data.root: folder not found: {root}")
+    return num_patches
+
+
+def _validate_model(cfg: PretrainConfig) -> int:
+    """The model's shape on the meta device (no memory, no init cost): patch grid and mask-ratio checks."""
+    try:
+        with torch.device("meta"):
+            enc = create_model(cfg.model.name, img_size=cfg.data.img_size,
+                               **cfg.model.constructor_overrides()).encoder
+    except KeyError as e:
+        raise ValueError(f"model.name: {e.args[0]}") from None
+    except (TypeError, ValueError) as e:  # an unknown argument, or one the model refuses (mask_ratio=1)
+        raise ValueError(f"model {cfg.model.name!r} does not accept these model.* settings: {e}") from None
+    if cfg.data.img_size % enc.patch_size:
+        raise ValueError(f"data.img_size={cfg.data.img_size} is not a multiple of the patch size {enc.patch_size} "
+                         f"of {cfg.model.name}")
+    n = enc.num_patches
+    visible = int(n * (1 - cfg.model.mask_ratio))  # the encoder's own rule (gmae.models.vit.random_masking)
+    if visible < 1:
+        raise ValueError(f"model.mask_ratio={cfg.model.mask_ratio} leaves 0 of {n} patches visible: the encoder "
+                         "would see only the CLS token")
+    if cfg.model.loss_type.startswith("masked") and visible == n:
+        raise ValueError(f"model.mask_ratio={cfg.model.mask_ratio} masks none of {n} patches, so "
+                         f"model.loss_type={cfg.model.loss_type!r} (loss on masked patches only) would be exactly 0; "
+                         "use a ratio > 0 or model.loss_type=all")
+    return n
 
 
 class Trainer:
     def __init__(self, cfg: PretrainConfig, dist_info: DistInfo | None = None):
-        validate(cfg)
+        num_patches = validate(cfg)
         self.cfg = cfg
         self.dist = dist_info or init_distributed(cfg.run.device)
         self.device = self.dist.device
@@ -121,17 +162,15 @@ class Trainer:
         self.accum = accumulation_steps(cfg.optim, self.dist.world_size)
         torch.manual_seed(cfg.run.seed + self.dist.rank)
 
-        try:
-            self.model = create_model(cfg.model.name, img_size=cfg.data.img_size,
-                                      **cfg.model.constructor_overrides()).to(self.device)
-        except TypeError as e:
-            raise ValueError(f"model {cfg.model.name!r} does not accept these model.* settings: {e}") from None
-        enc = self.model.encoder
-        self.dataset = build_dataset(cfg, enc.num_patches)
+        # the data set is only a file list: count it before the model is built
+        self.dataset = build_dataset(cfg, num_patches)
         self.steps_per_epoch = len(self.dataset) // cfg.optim.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"data.root has {len(self.dataset)} images, fewer than one batch "
                              f"(optim.batch_size={cfg.optim.batch_size})")
+        self.model = create_model(cfg.model.name, img_size=cfg.data.img_size,
+                                  **cfg.model.constructor_overrides()).to(self.device)
+        enc = self.model.encoder
         self.total_steps = cfg.optim.epochs * self.steps_per_epoch
         self.warmup_steps = int(round(cfg.optim.warmup_epochs * self.steps_per_epoch))
         self.lr = cfg.optim.effective_lr()
@@ -233,12 +272,21 @@ class Trainer:
                     self.writer.add_scalar(f"pretrain/{k}", v, record["step"])
 
     def train(self, resume: bool = True) -> dict[str, Any]:
+        """Train (or resume) holding the run-folder lock, released however training ends."""
+        lock = lock_run_dir(self.out_dir, "pretraining") if self.dist.is_main else None
+        try:
+            return self._train(resume)
+        finally:
+            if lock is not None:
+                lock.close()
+
+    def _train(self, resume: bool) -> dict[str, Any]:
         cfg = self.cfg
-        if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out_dir / "config.yaml")
         barrier()
+        # a refused resume must leave the run's config.yaml as it was: check first, then write
         resumed = self.maybe_resume() if resume else False
+        if self.dist.is_main:
+            save_config(cfg, self.out_dir / "config.yaml")
         end_step = self.total_steps if cfg.optim.max_steps is None else min(self.total_steps, cfg.optim.max_steps)
         if self.dist.is_main and cfg.run.tensorboard:
             try:
@@ -306,7 +354,7 @@ class Trainer:
         elapsed = time.perf_counter() - start_time
         steps_run = self.step - start_step
         return {
-            "step": self.step, "resumed": resumed, "loss": last_loss,
+            "step": self.step, "resumed": resumed, "loss": last_loss, "steps_run": steps_run,
             "img_per_s": steps_run * cfg.optim.batch_size / elapsed if steps_run else float("nan"),
             "render_share": log_extra.get("render_share"), "nonfinite_skipped": self.nonfinite_skipped,
             "checkpoint": str(self.out_dir / CHECKPOINT_NAME),
@@ -399,5 +447,5 @@ class Trainer:
         if self.consecutive_nonfinite >= self.cfg.run.max_consecutive_nonfinite:
             raise NonFiniteLossError(
                 f"{self.consecutive_nonfinite} non-finite steps in a row (run.max_consecutive_nonfinite="
-                f"{self.cfg.run.max_consecutive_nonfinite}); stopping. The last good checkpoint is "
-                f"{self.out_dir / CHECKPOINT_NAME}. Lower optim.blr or check the data.")
+                f"{self.cfg.run.max_consecutive_nonfinite}); stopping. {last_checkpoint_note(self.out_dir)} "
+                "Lower optim.blr or check the data.")
