@@ -93,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     mod.add_arguments(parser)
     args = parser.parse_args(rest)
-    code = mod.run(args)
+    try:
+        code = mod.run(args)
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (those save and exit 130 themselves)
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     return int(code or 0)
 
 

@@ -27,6 +27,7 @@ from gmae.engine.checkpoint import check_resumable, load_checkpoint, rng_state, 
 from gmae.engine.config import PretrainConfig, accumulation_steps, validate_loop
 from gmae.engine.data_order import GlobalBatchSampler, SeededSamples
 from gmae.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from gmae.engine.preempt import StopSignals
 from gmae.models import create_model
 
 CHECKPOINT_NAME = "checkpoint.pth"
@@ -228,6 +229,7 @@ class Trainer:
         last_loss = float("nan")
         log_extra: dict[str, float] = {}
         self.model.train()
+        stop = StopSignals.install()
         try:
             while self.step < end_step:
                 epoch = self.step // self.steps_per_epoch
@@ -263,11 +265,16 @@ class Trainer:
                         window = {"loss": 0.0, "n": 0, "images": 0, "time": 0.0}
                     if self.step % cfg.run.save_every_steps == 0 and self.step < end_step:
                         self.save()
+                    if self.step < end_step and stop.requested(self.device):
+                        if self.step % cfg.run.save_every_steps:  # else saved just above
+                            self.save()
+                        stop.exit("pretrain", self.step, self.out_dir / CHECKPOINT_NAME, self.dist.is_main)
                     if cfg.run.stop_after_steps is not None and self.step >= cfg.run.stop_after_steps:
                         return {"stopped_at": self.step}
                 del it, loader
             self.save(finished=True)
         finally:
+            stop.restore()
             if bar is not None:
                 bar.close()
             if self.writer is not None:
