@@ -127,7 +127,9 @@ def resources_from_args(args: argparse.Namespace, preset: str) -> Resources:
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
             raise _bad(key, f"must be an integer >= {low}, got {v!r}")
     if not (isinstance(res.time, str) and _SLURM_TIME.match(res.time)):
-        raise _bad("time", f"{res.time!r} is not a SLURM time (minutes, HH:MM:SS or D-HH:MM:SS)")
+        # YAML reads an unquoted 24:00:00 as the number 86400 (base 60)
+        hint = "; quote it in YAML: time: '24:00:00'" if isinstance(res.time, int) else ""
+        raise _bad("time", f"{res.time!r} is not a SLURM time (minutes, HH:MM:SS or D-HH:MM:SS){hint}")
     if isinstance(res.extra, str) or not isinstance(res.extra, list):
         raise _bad("extra", "must be a list of sbatch flags")
     for line in res.extra:

@@ -89,6 +89,36 @@ def test_bad_resource_fails_naming_the_key(tmp_path, capsys, flags, key):
     assert not (tmp_path / "slurm").exists()
 
 
+def test_status_reads_markers_the_scheduler_and_failed_exits(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "paper"
+    assert main(["reproduce", "--preset", "paper", "--out", str(out), "--data", "/d", "--coco", "/c", "--only",
+                 "pretrain_gmae_vit_b16_400ep", "linprobe_gmae_vit_b16_400ep", "finetune_gmae_vit_b16_400ep",
+                 "recon_gmae_vit_b16_400ep", "coco_gmae_vit_b16_400ep", "report"]) == 0
+    sdir = out / "slurm"
+    (sdir / "jobs.tsv").write_text("pretrain_gmae_vit_b16_400ep\t11\nlinprobe_gmae_vit_b16_400ep\t12\n"
+                                   "finetune_gmae_vit_b16_400ep\t13\nrecon_gmae_vit_b16_400ep\t14\n"
+                                   "coco_gmae_vit_b16_400ep\t15\n")
+    (out / ".steps").mkdir()
+    (out / ".steps" / "pretrain_gmae_vit_b16_400ep.json").write_text("{}")
+    (sdir / "state").mkdir()
+    (sdir / "state" / "recon_gmae_vit_b16_400ep.failed").write_text("1\n")
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    _stub(bin_ / "squeue", "printf '11|COMPLETED|None\\n12|RUNNING|None\\n13|PENDING|Dependency\\n"
+                           "15|CANCELLED|DependencyNeverSatisfied\\n99|RUNNING|None\\n'\n")
+    _stub(bin_ / "sacct", "echo 'sacct: error: Slurm accounting storage is disabled' >&2; exit 1\n")
+    monkeypatch.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
+    capsys.readouterr()
+    assert main(["reproduce", "--preset", "paper", "--out", str(out), "--status"]) == 0
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[:-1]}
+    assert lines["pretrain_gmae_vit_b16_400ep"][:2] == ["done", "11"]
+    assert lines["linprobe_gmae_vit_b16_400ep"][:2] == ["running", "12"]
+    assert lines["finetune_gmae_vit_b16_400ep"] == ["pending", "13", "Dependency"]
+    assert lines["recon_gmae_vit_b16_400ep"] == ["failed", "14", "exit", "1"]
+    assert lines["coco_gmae_vit_b16_400ep"][:3] == ["failed", "15", "CANCELLED"]
+    assert lines["report"] == ["not", "submitted"]
+
+
 # -- a real scheduler ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
