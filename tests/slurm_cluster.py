@@ -66,7 +66,9 @@ class LocalSlurm:
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "MpiDefault=none",
             # one CPU per job, so two jobs share the 2-core machine; the node's hardware is not checked
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU", "SlurmdParameters=config_overrides",
-            "SchedulerType=sched/builtin", "SchedulerParameters=sched_interval=1", "JobRequeue=1", "ReturnToService=2", "KillWait=10",
+            # schedule every second (default 60 s): a requeued job starts as soon as its begin time passes
+            "SchedulerType=sched/builtin", "SchedulerParameters=sched_interval=1",
+            "JobRequeue=1", "ReturnToService=2", "KillWait=10",
             "AccountingStorageType=accounting_storage/none", "JobCompType=jobcomp/none",
             "JobAcctGatherType=jobacct_gather/none", "InactiveLimit=0", "MinJobAge=600",
             f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN",
