@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gmae.engine.config import LoopRunConfig, ScheduleConfig, accumulation_steps, validate_loop  # noqa: F401
 from gmae.engine.data_order import sample_seed
-from gmae.engine.preempt import StopSignals
+from gmae.engine.preempt import StopSignals, ignore_in_worker
 
 FEATURES = ("cls", "mean_tokens")
 
@@ -287,6 +287,7 @@ def train_loader(dataset: SeededImages, optim: ScheduleConfig, accum: int, cfg_d
     workers = cfg_data.num_workers
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                       pin_memory=cfg_data.pin_memory and device.type == "cuda",
+                      worker_init_fn=ignore_in_worker if workers > 0 else None,
                       prefetch_factor=4 if workers > 0 else None)
 
 

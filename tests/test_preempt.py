@@ -34,16 +34,20 @@ def _logged_steps(out):
     return max(steps, default=0)
 
 
-def _signal_mid_run(argv, out, signum, after_steps=3, timeout=180):
-    """Start ``gmae *argv`` in a subprocess, send ``signum`` once it logged ``after_steps`` steps, and return
+def _signal_mid_run(argv, out, signum, after_steps=3, timeout=180, group=False):
+    """Start ``gmae *argv`` in a subprocess, send ``signum`` once it logged ``after_steps`` steps (to its whole
+    process group, DataLoader workers included, as SLURM and a terminal do, when ``group``), and return
     (exit code, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "gmae", *argv], env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=group)
     deadline = time.time() + timeout
     while _logged_steps(out) < after_steps and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, f"finished before the signal: {proc.communicate()}"
-    proc.send_signal(signum)
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
 
@@ -62,10 +66,15 @@ def uninterrupted(tiny_data, tmp_path_factory):
     return load_checkpoint(out / "checkpoint.pth")
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_pretraining_stop_signal_saves_exits_and_resumes_exactly(tiny_data, tmp_path, uninterrupted, signum, code):
+@pytest.mark.parametrize("signum,code,workers", [(signal.SIGTERM, 143, 0), (signal.SIGINT, 130, 0),
+                                                 (signal.SIGTERM, 143, 2)])
+def test_pretraining_stop_signal_saves_exits_and_resumes_exactly(tiny_data, tmp_path, uninterrupted, signum, code,
+                                                                 workers):
+    """With loader workers the signal goes to the whole process group: a worker killed by it would make the
+    main process fail before it saves."""
     cut = tmp_path / "cut"
-    rc, err = _signal_mid_run(_pretrain_argv(tiny_data, cut), cut, signum)
+    argv = [*_pretrain_argv(tiny_data, cut), f"data.num_workers={workers}"]
+    rc, err = _signal_mid_run(argv, cut, signum, group=workers > 0)
     assert rc == code, err
     assert "Traceback" not in err and f"{signal.Signals(signum).name} received" in err, err
     ckpt = load_checkpoint(cut / "checkpoint.pth")
@@ -73,7 +82,7 @@ def test_pretraining_stop_signal_saves_exits_and_resumes_exactly(tiny_data, tmp_
     assert 3 <= ckpt["step"] < 30 and not ckpt["finished"]
     assert not (cut / "results.jsonl").exists()  # no record for a run that did not finish
 
-    rc2 = subprocess.run([sys.executable, "-m", "gmae", *_pretrain_argv(tiny_data, cut)], env=_env()).returncode
+    rc2 = subprocess.run([sys.executable, "-m", "gmae", *argv], env=_env()).returncode
     assert rc2 == 0
     a, b = uninterrupted, load_checkpoint(cut / "checkpoint.pth")
     assert b["finished"] and b["step"] == 30

@@ -6,8 +6,9 @@ its checkpoint atomically and raises :class:`Stopped`, a ``SystemExit`` with cod
 process ends without a traceback and a rerun of the same command resumes exactly. A second Ctrl-C exits at
 once (the previous checkpoint stays valid: checkpoints are written atomically).
 
-DataLoader workers forked while the handlers are installed inherit them, so a Ctrl-C that reaches the whole
-process group only sets a flag in the workers too and the step in flight can finish.
+DataLoader workers ignore these signals (:func:`ignore_in_worker`, their ``worker_init_fn``): SLURM's
+preemption, ``scancel`` and a terminal's Ctrl-C signal every process of the job, and a worker that died would
+make the main process fail before it saves. The main process ends its workers itself when it exits.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ import threading
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+def ignore_in_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of the training loaders: the stop signals are the main process's to handle."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 class Stopped(SystemExit):

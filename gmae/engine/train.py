@@ -27,7 +27,7 @@ from gmae.engine.checkpoint import check_resumable, load_checkpoint, rng_state, 
 from gmae.engine.config import PretrainConfig, accumulation_steps, validate_loop
 from gmae.engine.data_order import GlobalBatchSampler, SeededSamples
 from gmae.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
-from gmae.engine.preempt import StopSignals
+from gmae.engine.preempt import StopSignals, ignore_in_worker
 from gmae.models import create_model
 
 CHECKPOINT_NAME = "checkpoint.pth"
@@ -190,6 +190,7 @@ class Trainer:
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers,
                           pin_memory=self.cfg.data.pin_memory and self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.cfg.run.seed),
+                          worker_init_fn=ignore_in_worker if workers > 0 else None,
                           persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
 
     def _log(self, record: dict[str, Any]) -> None:
