@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gmae.engine.config import LoopRunConfig, ScheduleConfig, accumulation_steps, validate_loop  # noqa: F401
 from gmae.engine.data_order import sample_seed
+from gmae.engine.preempt import StopSignals, ignore_in_worker
 
 FEATURES = ("cls", "mean_tokens")
 
@@ -289,6 +290,7 @@ def train_loader(dataset: SeededImages, optim: ScheduleConfig, accum: int, cfg_d
     workers = cfg_data.num_workers
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                       pin_memory=cfg_data.pin_memory and device.type == "cuda",
+                      worker_init_fn=ignore_in_worker if workers > 0 else None,
                       prefetch_factor=4 if workers > 0 else None)
 
 
@@ -652,6 +654,7 @@ class StepTrainer(metaclass=abc.ABCMeta):
         bar = progress_bar(self.dist.is_main and cfg.run.progress, total=end_step, initial=self.step,
                            desc=self.protocol, unit="step")
         window = []
+        stop = StopSignals.install()
         try:
             while self.step < end_step:
                 epoch = self.step // self.steps_per_epoch
@@ -679,6 +682,10 @@ class StepTrainer(metaclass=abc.ABCMeta):
                         window = []
                     if self.step % cfg.run.save_every_steps == 0 and self.step < end_step:
                         self.save()
+                    if self.step < end_step and stop.requested(self.device):
+                        if self.step % cfg.run.save_every_steps:  # else saved just above
+                            self.save()
+                        stop.exit(self.protocol, self.step, self.out_dir / CHECKPOINT_NAME, self.dist.is_main)
                     if cfg.run.stop_after_steps is not None and self.step >= cfg.run.stop_after_steps:
                         return {"stopped_at": self.step}
                 del it, loader
@@ -686,6 +693,7 @@ class StepTrainer(metaclass=abc.ABCMeta):
                     self.end_of_epoch(epoch)
             self.save(finished=True)
         finally:
+            stop.restore()
             if bar is not None:
                 bar.close()
         metrics = self.evaluate()

@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_outputs(args)
         code = mod.run(args)
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (those save and exit 130 themselves)
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001 - only the kinds below are turned into one line; others re-raise
         line = one_line_error(e)
         if line is None or os.environ.get("GMAE_DEBUG"):

@@ -7,7 +7,9 @@ tiny   (<= 30 min on 2 CPU cores): longer tiny pretraining plus the paper's abla
        every variant, reconstruction, zero-shot edges vs Sobel/Canny, the report. Shows whether the paper's trends
        appear at tiny scale.
 paper  writes the full-scale torchrun / SLURM commands (one sbatch script per step, dependencies chained) with
-       the paper's configs; ``--launch`` submits them with sbatch.
+       the paper's configs; ``--launch`` submits them with sbatch. ``--slurm`` does the same for smoke / tiny
+       (CPU jobs). Resources come from flags or ``--cluster FILE`` (reports/slurm.py); ``--status`` shows
+       which submitted steps are pending, running, done or failed.
 
 Every step writes a marker in DIR/.steps when it finishes, so a second run of the same preset skips finished
 steps (``--force STEP`` reruns one). All records go to DIR/results.jsonl; the report to DIR/report/.
@@ -26,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from gmae.io import atomic_write_json, atomic_write_text
+from gmae.io import atomic_write_json
+from reports.slurm import Job, add_resource_arguments, print_status, resources_from_args, write_scripts
 
 PRESETS = ("smoke", "tiny", "paper")
 
@@ -51,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coco", default=None, help="paper preset: COCO root")
     parser.add_argument("--bsds", default=None, help="paper preset: BSDS500 root")
     parser.add_argument("--saliency", default=None, help="paper preset: a saliency set (images/ + masks/)")
-    parser.add_argument("--gpus-per-node", type=int, default=8, help="paper preset")
-    parser.add_argument("--nodes", type=int, default=8, help="paper preset: nodes for pretraining")
-    parser.add_argument("--launch", action="store_true", help="paper preset: submit the scripts with sbatch")
+    parser.add_argument("--slurm", action="store_true", help="smoke / tiny: write sbatch scripts instead of running")
+    parser.add_argument("--launch", action="store_true", help="submit the sbatch scripts (paper, or with --slurm)")
+    add_resource_arguments(parser)
 
 
 # -- the tiny presets -----------------------------------------------------------------------------------------
@@ -153,96 +156,103 @@ def tiny_steps(out: Path, p: dict) -> list[Step]:
 
 
 # -- the paper preset -------------------------------------------------------------------------------------------
-def paper_steps(out: Path, args: argparse.Namespace) -> list[tuple[str, str, tuple[str, ...], int]]:
-    """(name, command, dependencies, nodes) for the full-scale runs."""
+PAPER_PRETRAIN = ["gmae_vit_b16_400ep"] + [f"gmae_vit_b16_400ep_{a}" for a in (
+    "scale0.5", "scale2", "mask0.7", "mask0.8", "loss_all", "loss_masked_norm", "k64", "k128", "k512")] + [
+    "mae_vit_b16_400ep", "mae_vit_b16_1600ep"]
+
+
+def _abs(path: str) -> str:
+    """Jobs start in another directory: user paths are made absolute (never expanded by a shell)."""
+    return str(Path(path).expanduser().absolute())
+
+
+def paper_jobs(out: Path, args: argparse.Namespace, nodes: int, gpus: int) -> list[Job]:
+    """The full-scale runs as SLURM jobs: argument lists of ``gmae`` (launched by torchrun on the GPUs)."""
     need = {"--data": args.data, "--coco": args.coco}
     missing = [k for k, v in need.items() if not v]
     if missing:
         raise SystemExit(f"gmae reproduce --preset paper needs {' and '.join(missing)} (real data roots)")
-    g, n = args.gpus_per_node, args.nodes
-    tr = (f"torchrun --nnodes={n} --nproc_per_node={g} --rdzv_backend=c10d "
-          f"--rdzv_endpoint=$MASTER_ADDR:29500 -m gmae")
-    tr1 = f"torchrun --nnodes=1 --nproc_per_node={g} -m gmae"
-    res = f"--results {out}"
-    pre = ["gmae_vit_b16_400ep"] + [f"gmae_vit_b16_400ep_{a}" for a in (
-        "scale0.5", "scale2", "mask0.7", "mask0.8", "loss_all", "loss_masked_norm", "k64", "k128", "k512")] + [
-        "mae_vit_b16_400ep", "mae_vit_b16_1600ep"]
+    data, coco = _abs(args.data), _abs(args.coco)
+    res = ["--results", str(out)]
     jobs = []
-    for name in pre:
+    for name in PAPER_PRETRAIN:
         run_dir = out / "pretrain" / name
-        jobs.append((f"pretrain_{name}", f"{tr} pretrain --config configs/pretrain/{name}.yaml --data {args.data} "
-                     f"--out {run_dir} {res}", (), n))
-        ck = run_dir / "checkpoint.pth"
-        ev = out / "eval" / name
-        jobs.append((f"linprobe_{name}", f"{tr1} eval linprobe --checkpoint {ck} --data {args.data} --config "
-                     f"linprobe/vit_b16 --out {ev}/linprobe {res}", (f"pretrain_{name}",), 1))
-        jobs.append((f"finetune_{name}", f"{tr1} eval finetune --checkpoint {ck} --data {args.data} --config "
-                     f"finetune/vit_b16 --out {ev}/finetune {res}", (f"pretrain_{name}",), 1))
+        jobs.append(Job(f"pretrain_{name}", ["-m", "gmae", "pretrain", "--config", f"pretrain/{name}", "--data", data,
+                                             "--out", str(run_dir), *res], nodes=nodes))
+        ck, ev = str(run_dir / "checkpoint.pth"), out / "eval" / name
+        for proto in ("linprobe", "finetune"):
+            jobs.append(Job(f"{proto}_{name}", ["-m", "gmae", "eval", proto, "--checkpoint", ck, "--data", data,
+                                                "--config", f"{proto}/vit_b16", "--out", str(ev / proto), *res],
+                            needs=(f"pretrain_{name}",)))
+    single = {"torchrun": False}  # one process that uses the node's GPUs itself (or one of them)
     for name in ("gmae_vit_b16_400ep", "mae_vit_b16_400ep", "mae_vit_b16_1600ep"):
-        ck = out / "pretrain" / name / "checkpoint.pth"
-        ev = out / "eval" / name
-        jobs.append((f"coco_{name}", f"python -m gmae eval coco --checkpoint {ck} --coco {args.coco} "
-                     f"--num-gpus {g} --out {ev}/coco {res}", (f"pretrain_{name}",), 1))
-        jobs.append((f"recon_{name}", f"python -m gmae eval recon --checkpoint {ck} --data {args.data}/val "
-                     f"--mask-ratio 0 0.75 --out {ev}/recon {res}", (f"pretrain_{name}",), 1))
-    ck = out / "pretrain" / "gmae_vit_b16_400ep" / "checkpoint.pth"
+        ck, ev = str(out / "pretrain" / name / "checkpoint.pth"), out / "eval" / name
+        jobs.append(Job(f"coco_{name}", ["-m", "gmae", "eval", "coco", "--checkpoint", ck, "--coco", coco,
+                                         "--num-gpus", str(gpus), "--out", str(ev / "coco"), *res],
+                        needs=(f"pretrain_{name}",), **single))
+        jobs.append(Job(f"recon_{name}", ["-m", "gmae", "eval", "recon", "--checkpoint", ck, "--data",
+                                          str(Path(data) / "val"), "--mask-ratio", "0", "0.75", "--out",
+                                          str(ev / "recon"), *res], needs=(f"pretrain_{name}",), **single))
+    ck, ev = str(out / "pretrain" / "gmae_vit_b16_400ep" / "checkpoint.pth"), out / "eval" / "gmae_vit_b16_400ep"
     if args.bsds:
-        jobs.append(("edges_gmae", f"python -m gmae eval edges --checkpoint {ck} --data {args.bsds} --out "
-                     f"{out}/eval/gmae_vit_b16_400ep/edges {res}", ("pretrain_gmae_vit_b16_400ep",), 1))
+        jobs.append(Job("edges_gmae", ["-m", "gmae", "eval", "edges", "--checkpoint", ck, "--data", _abs(args.bsds),
+                                       "--out", str(ev / "edges"), *res], needs=("pretrain_gmae_vit_b16_400ep",),
+                        **single))
     if args.saliency:
-        jobs.append(("figure_ground_gmae", f"python -m gmae eval figure-ground --checkpoint {ck} --data "
-                     f"{args.saliency} --out {out}/eval/gmae_vit_b16_400ep/figure_ground {res}",
-                     ("pretrain_gmae_vit_b16_400ep",), 1))
+        jobs.append(Job("figure_ground_gmae", ["-m", "gmae", "eval", "figure-ground", "--checkpoint", ck, "--data",
+                                               _abs(args.saliency), "--out", str(ev / "figure_ground"), *res],
+                        needs=("pretrain_gmae_vit_b16_400ep",), **single))
+    jobs.append(Job("report", ["-m", "gmae", "report", "--results", str(out), "--out", str(out / "report")],
+                    after_all=True, gpus=False))
     return jobs
 
 
-def write_paper_scripts(out: Path, args: argparse.Namespace) -> list[Path]:
-    jobs = paper_steps(out, args)
-    sdir = out / "slurm"
-    sdir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, cmd, deps, nodes in jobs:
-        script = "\n".join([
-            "#!/bin/bash", f"#SBATCH --job-name=gmae-{name}", f"#SBATCH --nodes={nodes}",
-            "#SBATCH --ntasks-per-node=1", f"#SBATCH --gpus-per-node={args.gpus_per_node}",
-            "#SBATCH --cpus-per-task=80", "#SBATCH --time=72:00:00", f"#SBATCH --output={sdir}/{name}-%j.out",
-            "set -euo pipefail", "export MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)",
-            f"# depends on: {', '.join(deps) or 'nothing'}; rerunning resumes from the run's checkpoint",
-            f"srun {cmd}" if nodes > 1 else cmd, ""])
-        p = sdir / f"{name}.sbatch"
-        atomic_write_text(p, script)
-        paths.append(p)
-    lines = ["#!/bin/bash", "# Submit every step with its dependencies (generated by gmae reproduce --preset paper).",
-             "set -euo pipefail", "declare -A JOB"]
-    for name, _, deps, _ in jobs:
-        dep = ":".join(f"${{JOB[{d}]}}" for d in deps)
-        flag = f"--dependency=afterok:{dep} " if dep else ""
-        lines.append(f"JOB[{name}]=$(sbatch --parsable {flag}{sdir}/{name}.sbatch)")
-    lines.append(f"sbatch --dependency=afterany:$(IFS=:; echo \"${{JOB[*]}}\") --wrap "
-                 f"'python -m gmae report --results {out} --out {out}/report'")
-    submit = sdir / "submit_all.sh"
-    atomic_write_text(submit, "\n".join(lines) + "\n")
-    submit.chmod(0o755)
-    return [submit, *paths]
+def tiny_jobs(steps: list[Step], out: Path, preset: str) -> list[Job]:
+    """The smoke / tiny steps as SLURM jobs: each runs its own ``gmae`` command (the figures step, a Python
+    call, runs through ``gmae reproduce --only figures``)."""
+    jobs = []
+    for s in steps:
+        argv = s.argv if s.call is None else ["reproduce", "--preset", preset, "--out", str(out), "--only", s.name]
+        jobs.append(Job(s.name, ["-m", "gmae", *argv], needs=s.needs, after_all=s.always, gpus=False))
+    return jobs
 
 
 # -- runner -----------------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if args.status:
+        return print_status(out.absolute())
+    if args.preset == "paper" or args.slurm or args.launch:
+        return run_slurm(out.absolute(), args)
     out.mkdir(parents=True, exist_ok=True)
-    if args.preset == "paper":
-        paths = write_paper_scripts(out, args)
-        print(f"wrote {len(paths) - 1} sbatch scripts and {paths[0]}")
-        if args.launch:
-            if shutil.which("sbatch") is None:
-                print("gmae reproduce: --launch needs SLURM's sbatch on PATH", file=sys.stderr)
-                return 2
-            subprocess.run(["bash", str(paths[0])], check=True)
-        else:
-            print(f"submit with: bash {shlex.quote(str(paths[0]))}")
-        return 0
     steps = tiny_steps(out, SMOKE if args.preset == "smoke" else TINY)
     return run_steps(steps, out, args)
+
+
+def run_slurm(out: Path, args: argparse.Namespace) -> int:
+    """Write one sbatch script per step and submit_all.sh (which chains them); submit it with --launch."""
+    res = resources_from_args(args, args.preset)
+    if args.preset == "paper":
+        jobs = paper_jobs(out, args, res.nodes, res.gpus_per_node)
+    else:
+        jobs = tiny_jobs(tiny_steps(out, SMOKE if args.preset == "smoke" else TINY), out, args.preset)
+    names = [j.name for j in jobs]
+    for n in list(args.only or []):
+        if n not in names:
+            raise SystemExit(f"gmae reproduce: unknown step {n!r}; steps: {names}")
+    if args.only is not None:
+        jobs = [j for j in jobs if j.name in args.only]
+    out.mkdir(parents=True, exist_ok=True)
+    submit = write_scripts(jobs, out, res, args.python, args.preset)
+    print(f"wrote {len(jobs)} sbatch scripts and {submit}")
+    if not args.launch:
+        print(f"submit with: bash {shlex.quote(str(submit))}   then: gmae reproduce --preset {args.preset} "
+              f"--out {shlex.quote(str(out))} --status")
+        return 0
+    if shutil.which("sbatch") is None:
+        print("gmae reproduce: --launch needs SLURM's sbatch on PATH", file=sys.stderr)
+        return 2
+    return subprocess.run(["bash", str(submit)]).returncode
 
 
 def run_steps(steps: list[Step], out: Path, args: argparse.Namespace) -> int:

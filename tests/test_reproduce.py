@@ -47,13 +47,13 @@ def test_paper_preset_writes_chained_slurm_scripts(tmp_path):
     assert main(["reproduce", "--preset", "paper", "--out", str(out), "--data", "/datasets/imagenet",
                  "--coco", "/datasets/coco", "--bsds", "/datasets/bsds", "--nodes", "8"]) == 0
     pre = (out / "slurm" / "pretrain_gmae_vit_b16_400ep.sbatch").read_text()
-    assert "#SBATCH --nodes=8" in pre and "torchrun --nnodes=8 --nproc_per_node=8" in pre
-    assert "configs/pretrain/gmae_vit_b16_400ep.yaml --data /datasets/imagenet" in pre
+    assert "#SBATCH --nodes=8" in pre and "torch.distributed.run --nnodes=8 --nproc_per_node=8" in pre
+    assert "--config pretrain/gmae_vit_b16_400ep --data /datasets/imagenet" in pre
     for ablation in ("scale0.5", "scale2", "mask0.7", "mask0.8", "loss_all", "loss_masked_norm", "k64", "k128", "k512"):
         assert (out / "slurm" / f"linprobe_gmae_vit_b16_400ep_{ablation}.sbatch").exists()
     submit = (out / "slurm" / "submit_all.sh").read_text()
-    assert "--dependency=afterok:${JOB[pretrain_gmae_vit_b16_400ep]}" in submit
-    assert "gmae report" in submit
+    assert "submit linprobe_gmae_vit_b16_400ep afterok pretrain_gmae_vit_b16_400ep\n" in submit
+    assert "submit report afterany " in submit and "-m gmae report" in (out / "slurm" / "report.sbatch").read_text()
 
 
 def test_paper_preset_needs_data(tmp_path):

@@ -28,6 +28,7 @@ from gmae.engine.config import PretrainConfig, accumulation_steps, validate_loop
 from gmae.engine.data_order import GlobalBatchSampler, SeededSamples
 from gmae.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from gmae.data.transforms import CROPS
+from gmae.engine.preempt import StopSignals, ignore_in_worker
 from gmae.errors import RunStopped
 from gmae.io import lock_run_dir
 from gmae.models import create_model
@@ -259,6 +260,7 @@ class Trainer:
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers,
                           pin_memory=self.cfg.data.pin_memory and self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.cfg.run.seed),
+                          worker_init_fn=ignore_in_worker if workers > 0 else None,
                           persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -307,6 +309,7 @@ class Trainer:
         last_loss = float("nan")
         log_extra: dict[str, float] = {}
         self.model.train()
+        stop = StopSignals.install()
         try:
             while self.step < end_step:
                 epoch = self.step // self.steps_per_epoch
@@ -342,11 +345,16 @@ class Trainer:
                         window = {"loss": 0.0, "n": 0, "images": 0, "time": 0.0}
                     if self.step % cfg.run.save_every_steps == 0 and self.step < end_step:
                         self.save()
+                    if self.step < end_step and stop.requested(self.device):
+                        if self.step % cfg.run.save_every_steps:  # else saved just above
+                            self.save()
+                        stop.exit("pretrain", self.step, self.out_dir / CHECKPOINT_NAME, self.dist.is_main)
                     if cfg.run.stop_after_steps is not None and self.step >= cfg.run.stop_after_steps:
                         return {"stopped_at": self.step}
                 del it, loader
             self.save(finished=True)
         finally:
+            stop.restore()
             if bar is not None:
                 bar.close()
             if self.writer is not None:
