@@ -49,6 +49,15 @@ def _records(out):
 
 
 def _check_records(recs, protocol, ckpt, n=2):
+    best = [r for r in recs if r["metric"] == "best_top1"]
+    recs = [r for r in recs if r["metric"] != "best_top1"]
+    if protocol in ("linprobe", "finetune"):  # the best evaluated epoch beside the final one, as MAE reports
+        assert len(best) == n // 2
+        for b in best:
+            final = next(r for r in recs if r["metric"] == "top1" and r.get("weights") == b.get("weights"))
+            assert b["value"] >= final["value"] and b["n_evals"] >= 1
+    else:
+        assert not best
     assert len(recs) == n
     assert sorted(r["metric"] for r in recs) == sorted(["top1", "top5"] * (n // 2))
     for r in recs:
@@ -249,6 +258,30 @@ def test_posterize_at_zero_bits_gives_black():
     assert np.asarray(ops[0].aug_fn(img, 2)).tolist() == np.asarray(img.point(lambda v: v & 0xC0)).tolist()
 
 
+def test_linprobe_records_the_best_epoch_and_keeps_it_across_a_resume(tiny_data, tiny_encoder_file, tmp_path):
+    """Evaluated after every epoch: best_top1 is the maximum of the logged evaluations (final one included) and
+    a run killed in its last epoch and resumed records the same best, epoch and number of evaluations."""
+    data = tiny_data / "imagenet"
+    common = ["optim.epochs=3", "optim.warmup_epochs=0.5", "optim.batch_size=32", "optim.batch_per_device=32",
+              "eval_every_epochs=1", "run.save_every_steps=4"]
+    assert _run_cli("linprobe", tiny_encoder_file, data, tmp_path / "a", *common) == 0
+    evals = [json.loads(x) for x in open(tmp_path / "a" / "metrics.jsonl")]
+    evals = [e for e in evals if e.get("event") == "eval"]
+    assert len(evals) == 3
+    recs = {r["metric"]: r for r in _records(tmp_path / "a")}
+    tops = [e["top1"] for e in evals]
+    assert recs["best_top1"]["value"] == max(tops) and recs["top1"]["value"] == tops[-1]
+    assert recs["best_top1"]["best_epoch"] == int(np.argmax(tops)) and recs["best_top1"]["n_evals"] == 3
+
+    steps = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=True)["step"]
+    assert _run_cli("linprobe", tiny_encoder_file, data, tmp_path / "b", *common,
+                    f"run.stop_after_steps={steps - 1}") == 0
+    assert _run_cli("linprobe", tiny_encoder_file, data, tmp_path / "b", *common) == 0
+    again = {r["metric"]: r for r in _records(tmp_path / "b")}
+    for key in ("value", "best_epoch", "n_evals"):
+        assert again["best_top1"][key] == recs["best_top1"][key], key
+
+
 def test_finetune_end_to_end(tiny_data, tiny_encoder_file, tmp_path):
     from eval.finetune import FinetuneConfig
 
@@ -258,7 +291,7 @@ def test_finetune_end_to_end(tiny_data, tiny_encoder_file, tmp_path):
     assert rc == 0
     recs = _records(tmp_path)
     _check_records(recs, "finetune", tiny_encoder_file, n=4)
-    assert sorted(r["weights"] for r in recs) == ["ema", "ema", "final", "final"]
+    assert sorted(r["weights"] for r in recs) == ["ema", "ema", "ema", "final", "final", "final"]
     assert all(r["effective_lr"] == pytest.approx(2e-3 * 32 / 256) and r["layer_decay"] == 0.65 for r in recs)
     ck = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
     assert ck["finished"] and ck["step"] == 4
