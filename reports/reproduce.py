@@ -184,12 +184,19 @@ def paper_jobs(out: Path, args: argparse.Namespace, nodes: int, gpus: int) -> li
             jobs.append(Job(f"{proto}_{name}", ["-m", "gmae", "eval", proto, "--checkpoint", ck, "--data", data,
                                                 "--config", f"{proto}/vit_b16", "--out", str(ev / proto), *res],
                             needs=(f"pretrain_{name}",)))
+    # the reconstruction rows need an MAE that predicts plain pixels (the norm-pix MAE-400 above borrows each
+    # patch's mean and variance from the ground truth): one more MAE pretraining, evaluated by recon only
+    pixel = "mae_vit_b16_400ep_pixel"
+    jobs.append(Job(f"pretrain_{pixel}", ["-m", "gmae", "pretrain", "--config", f"pretrain/{pixel}", "--data", data,
+                                          "--out", str(out / "pretrain" / pixel), *res], nodes=nodes))
     single = {"torchrun": False}  # one process that uses the node's GPUs itself (or one of them)
     for name in ("gmae_vit_b16_400ep", "mae_vit_b16_400ep", "mae_vit_b16_1600ep"):
         ck, ev = str(out / "pretrain" / name / "checkpoint.pth"), out / "eval" / name
         jobs.append(Job(f"coco_{name}", ["-m", "gmae", "eval", "coco", "--checkpoint", ck, "--coco", coco,
                                          "--num-gpus", str(gpus), "--out", str(ev / "coco"), *res],
                         needs=(f"pretrain_{name}",), **single))
+    for name in ("gmae_vit_b16_400ep", pixel):
+        ck, ev = str(out / "pretrain" / name / "checkpoint.pth"), out / "eval" / name
         jobs.append(Job(f"recon_{name}", ["-m", "gmae", "eval", "recon", "--checkpoint", ck, "--data",
                                           str(Path(data) / "val"), "--mask-ratio", "0", "0.75", "--out",
                                           str(ev / "recon"), *res], needs=(f"pretrain_{name}",), **single))

@@ -54,6 +54,10 @@ def test_paper_preset_writes_chained_slurm_scripts(tmp_path):
     submit = (out / "slurm" / "submit_all.sh").read_text()
     assert "submit linprobe_gmae_vit_b16_400ep afterok pretrain_gmae_vit_b16_400ep\n" in submit
     assert "submit report afterany " in submit and "-m gmae report" in (out / "slurm" / "report.sbatch").read_text()
+    # reconstruction rows: GMAE and a plain-pixel MAE (the norm-pix MAE-400 serves the representation rows)
+    assert "submit recon_mae_vit_b16_400ep_pixel afterok pretrain_mae_vit_b16_400ep_pixel\n" in submit
+    assert not (out / "slurm" / "recon_mae_vit_b16_400ep.sbatch").exists()
+    assert (out / "slurm" / "finetune_mae_vit_b16_400ep.sbatch").exists()
 
 
 def test_paper_preset_needs_data(tmp_path):
