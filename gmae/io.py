@@ -85,10 +85,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, write)
 
 
-def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """Load a checkpoint without executing code from it (``weights_only=True``).
 
     Raises FileNotFoundError / ValueError naming the file, so a bad path fails before expensive work.
+    ``mmap=True`` checks a large file cheaply (the pickle is vetted, the tensors are not read).
     """
     import torch
 
@@ -96,7 +97,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
         raise ValueError(f"cannot load checkpoint {path} with weights_only=True: {e}") from e
 

@@ -129,6 +129,9 @@ def resume_file(out_dir: str | Path) -> Path | None:
     path = out_dir / name
     if path.is_symlink() or not path.is_file():
         raise InputError(f"{marker}: names {path}, which is not a regular file in {out_dir}")
+    from gmae.io import safe_torch_load
+
+    safe_torch_load(path, mmap=True)  # a file that is no plain weights is refused now, not after the model is built
     return path
 
 
