@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from gmae.errors import InputError
 from gmae.io import atomic_write_json
 from reports.slurm import Job, add_resource_arguments, print_status, resources_from_args, write_scripts
 
@@ -171,7 +172,7 @@ def paper_jobs(out: Path, args: argparse.Namespace, nodes: int, gpus: int) -> li
     need = {"--data": args.data, "--coco": args.coco}
     missing = [k for k, v in need.items() if not v]
     if missing:
-        raise SystemExit(f"gmae reproduce --preset paper needs {' and '.join(missing)} (real data roots)")
+        raise InputError(f"--preset paper needs {' and '.join(missing)} (real data roots)")
     data, coco = _abs(args.data), _abs(args.coco)
     res = ["--results", str(out)]
     jobs = []
@@ -246,7 +247,7 @@ def run_slurm(out: Path, args: argparse.Namespace) -> int:
     names = [j.name for j in jobs]
     for n in list(args.only or []):
         if n not in names:
-            raise SystemExit(f"gmae reproduce: unknown step {n!r}; steps: {names}")
+            raise InputError(f"unknown step {n!r}; steps: {names}")
     if args.only is not None:
         jobs = [j for j in jobs if j.name in args.only]
     out.mkdir(parents=True, exist_ok=True)
@@ -270,7 +271,7 @@ def run_steps(steps: list[Step], out: Path, args: argparse.Namespace) -> int:
     names = [s.name for s in steps]
     for n in list(args.force) + list(args.only or []):
         if n not in names:
-            raise SystemExit(f"gmae reproduce: unknown step {n!r}; steps: {names}")
+            raise InputError(f"unknown step {n!r}; steps: {names}")
     if args.list:
         for s in steps:
             print(f"{'done' if (marks / f'{s.name}.json').exists() else 'todo':5} {s.name}")
