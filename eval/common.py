@@ -623,14 +623,10 @@ class StepTrainer(metaclass=abc.ABCMeta):
         """Train (or resume) to the end of the schedule, then evaluate. Returns metrics and the run summary;
         ``{"stopped_at": step}`` when ``run.stop_after_steps`` cut the run short. The run folder is locked
         meanwhile (released however training ends)."""
-        from gmae.io import lock_run_dir
+        from gmae.io import run_dir_lock
 
-        lock = lock_run_dir(self.out_dir, self.protocol) if self.dist.is_main else None
-        try:
+        with run_dir_lock(self.out_dir, self.protocol, enabled=self.dist.is_main):
             return self._train(resume)
-        finally:
-            if lock is not None:
-                lock.close()
 
     def _train(self, resume: bool) -> Dict[str, Any]:
         from gmae.config import save_config

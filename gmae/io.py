@@ -6,6 +6,7 @@ these helpers, so a run killed mid-write leaves either the old file or the new o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -116,26 +117,30 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 LOCK_NAME = ".lock"
 
 
-def lock_run_dir(out_dir: str | os.PathLike, what: str = "run"):
-    """Hold an exclusive lock on ``out_dir`` for this process's lifetime (returns the open lock file; keep it).
+@contextlib.contextmanager
+def run_dir_lock(out_dir: str | os.PathLike, what: str = "run", enabled: bool = True):
+    """Hold an exclusive lock on ``out_dir`` inside the ``with`` block (``enabled=False``: no lock, e.g. on the
+    ranks other than 0, which write nothing there).
 
     Two runs writing one folder would overwrite each other's checkpoints and config; the second is refused,
     naming the folder. The kernel drops the lock when the holder dies (kill -9 included), so no stale lock.
     """
     from gmae.errors import InputError
 
+    if not enabled:
+        yield
+        return
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    f = open(out_dir / LOCK_NAME, "a")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        f.close()
-        if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
-            raise InputError(f"{out_dir}: another {what} is writing this folder (locked); wait for it or use "
-                             "another --out") from None
-        raise
-    return f
+    with open(out_dir / LOCK_NAME, "a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise InputError(f"{out_dir}: another {what} is writing this folder (locked); wait for it or use "
+                                 "another --out") from None
+            raise
+        yield
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -197,16 +197,13 @@ def test_export_refuses_to_replace_its_own_checkpoint(tiny_gmae_checkpoint, tmp_
 def test_second_pretraining_into_one_folder_is_refused(tiny_data, tmp_path):
     from gmae.engine.train import Trainer
     from gmae.errors import InputError
-    from gmae.io import lock_run_dir
+    from gmae.io import run_dir_lock
 
     out = tmp_path / "run"
-    held = lock_run_dir(out, "pretraining")  # a first pretraining in progress
-    try:
+    with run_dir_lock(out, "pretraining"):  # a first pretraining in progress
         with pytest.raises(InputError, match="another pretraining"):
             Trainer(_tiny_pretrain_cfg(tiny_data, out)).train()
         assert not (out / "checkpoint.pth").exists() and not (out / "config.yaml").exists()
-    finally:
-        held.close()
     trainer = Trainer(_tiny_pretrain_cfg(tiny_data, out))
     trainer.train()  # the lock goes with its holder
     assert (out / "checkpoint.pth").is_file()

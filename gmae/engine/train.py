@@ -30,7 +30,7 @@ from gmae.engine.distributed import DistInfo, all_reduce_sum, barrier, init_dist
 from gmae.data.transforms import CROPS
 from gmae.engine.preempt import StopSignals, ignore_in_worker
 from gmae.errors import RunStopped
-from gmae.io import lock_run_dir
+from gmae.io import run_dir_lock
 from gmae.models import create_model
 from gmae.models.gmae import MODEL_COMPAT
 
@@ -275,12 +275,8 @@ class Trainer:
 
     def train(self, resume: bool = True) -> dict[str, Any]:
         """Train (or resume) holding the run-folder lock, released however training ends."""
-        lock = lock_run_dir(self.out_dir, "pretraining") if self.dist.is_main else None
-        try:
+        with run_dir_lock(self.out_dir, "pretraining", enabled=self.dist.is_main):
             return self._train(resume)
-        finally:
-            if lock is not None:
-                lock.close()
 
     def _train(self, resume: bool) -> dict[str, Any]:
         cfg = self.cfg
