@@ -73,11 +73,14 @@ def records_frame(records: Iterable[dict]) -> pd.DataFrame:
             "model": r.get("model"), "checkpoint": ck.get("path"), "sha256": ck.get("sha256"),
             "data": r.get("data"), "hardware": r.get("hardware"), "git_commit": r.get("git_commit"),
             "time": r.get("time"), "mask_ratio": r.get("mask_ratio"), "variant": r.get("variant"),
+            # which weights an accuracy is of (final / ema), and whether a reconstruction borrowed GT statistics
+            "weights": r.get("weights"), "denorm_uses_gt_stats": r.get("denorm_uses_gt_stats"),
         })
         rows.append(row)
     df = pd.DataFrame(rows, columns=list(VARIANT_KEYS) + ["protocol", "metric", "value", "model", "checkpoint",
                                                           "sha256", "data", "hardware", "git_commit", "time",
-                                                          "mask_ratio", "variant"])
+                                                          "mask_ratio", "variant", "weights",
+                                                          "denorm_uses_gt_stats"])
     return df.sort_values("time", kind="stable").reset_index(drop=True)
 
 
@@ -120,12 +123,12 @@ def latest(df: pd.DataFrame, **where) -> pd.Series | None:
 def accuracy(df: pd.DataFrame, protocol: str) -> pd.Series | None:
     """The newest top-1 record of ``protocol``: the best evaluated epoch (``best_top1``, what MAE reports) when
     the run recorded one, else the final epoch's ``top1``; EMA-weight records only when nothing else exists."""
-    for metric in ("best_top1", "top1"):
-        rows = df[(df["protocol"] == protocol) & (df["metric"] == metric)] if "metric" in df.columns else df.iloc[:0]
-        if "weights" in rows.columns and (rows["weights"] != "ema").any():
-            rows = rows[rows["weights"] != "ema"]
-        if not rows.empty:
-            return rows.iloc[-1]
+    plain = df[df["weights"] != "ema"] if "weights" in df.columns else df
+    for pool in (plain, df):
+        for metric in ("best_top1", "top1"):
+            row = latest(pool, protocol=protocol, metric=metric)
+            if row is not None:
+                return row
     return None
 
 

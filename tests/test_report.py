@@ -133,3 +133,37 @@ def test_markdown_marks_missing_values():
 
     md = to_markdown(Table("x", "X", pd.DataFrame([{"a": 1.5, "b": None}])))
     assert "| 1.50 | - |" in md
+
+
+def test_report_shows_the_best_epoch_and_a_plain_pixel_mae(tmp_path):
+    """Accuracy cells take best_top1 (what MAE reports) over the final top1, and the model's own weights over EMA;
+    the MAE reconstruction row comes from a plain-pixel MAE when one was evaluated, else names the norm-pix one."""
+    s = ResultsStore(tmp_path)
+    gmae, mae, pixel = pretrain_cfg(), pretrain_cfg(name="mae_vit_base_patch16", k=None, c=None), \
+        pretrain_cfg(name="mae_vit_base_patch16", k=None, c=None)
+    for i, cfg in ((1, gmae), (2, mae), (3, pixel)):
+        s.append(make_record("pretrain", "loss", 0.1, model=cfg["model"]["name"], checkpoint=ckpt(i), config=cfg))
+    rows = [(1, "linprobe", "top1", 60.0, {}), (1, "linprobe", "best_top1", 61.5, {"best_epoch": 70}),
+            (1, "finetune", "top1", 83.0, {"weights": "final"}), (1, "finetune", "best_top1", 83.3,
+                                                                   {"weights": "final"}),
+            (1, "finetune", "top1", 83.9, {"weights": "ema"}), (1, "finetune", "best_top1", 84.0, {"weights": "ema"}),
+            (2, "recon", "psnr", 30.0, {"mask_ratio": 0.0, "denorm_uses_gt_stats": True}),
+            (3, "recon", "psnr", 18.5, {"mask_ratio": 0.0, "denorm_uses_gt_stats": False})]
+    for i, proto, metric, value, extra in rows:
+        model = "gmae_vit_base_patch16" if i == 1 else "mae_vit_base_patch16"
+        s.append(make_record(proto, metric, value, model=model, checkpoint=ckpt(i), config={}, data="val", **extra))
+    t = by_name(all_tables(load_frame([tmp_path])))
+    scale = t["ablation_max_scale"]
+    assert cell(scale, "Maximum scale c", "1.0", "ours lin") == 61.5
+    assert cell(scale, "Maximum scale c", "1.0", "ours ft") == 83.3  # the model's weights, not the EMA's 84.0
+    m0 = t["reconstruction"]
+    assert m0[(m0["model"] == "MAE") & (m0["mask ratio"] == 0.0)].iloc[0]["ours PSNR"] == 18.5
+
+    only_norm = ResultsStore(tmp_path / "n")
+    only_norm.append(make_record("pretrain", "loss", 0.1, model="mae_vit_base_patch16", checkpoint=ckpt(2),
+                                 config=mae))
+    only_norm.append(make_record("recon", "psnr", 30.0, model="mae_vit_base_patch16", checkpoint=ckpt(2), config={},
+                                 data="val", mask_ratio=0.0, denorm_uses_gt_stats=True))
+    rec = by_name(all_tables(load_frame([tmp_path / "n"])))["reconstruction"]
+    row = rec[rec["model"].str.startswith("MAE (norm-pix") & (rec["mask ratio"] == 0.0)]
+    assert len(row) == 1 and row.iloc[0]["ours PSNR"] == 30.0
