@@ -131,7 +131,7 @@ class LocalSlurm:
                 try:
                     os.kill(int(pid.read_text().strip()), 15)
                 except (ProcessLookupError, ValueError):
-                    pass
+                    pass  # munged already gone, or its pid file half-written: nothing left to stop
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use
