@@ -8,8 +8,6 @@ MAE checkpoints, timm state dicts) and is rebuilt as a timm ``VisionTransformer`
 
 from __future__ import annotations
 
-import sys
-
 import abc
 import contextlib
 import json
@@ -25,6 +23,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gmae.engine.config import LoopRunConfig, ScheduleConfig, accumulation_steps, validate_loop  # noqa: F401
+from gmae.engine.distributed import autocast
 from gmae.engine.data_order import sample_seed
 from gmae.engine.preempt import StopSignals, ignore_in_worker
 
@@ -78,15 +77,6 @@ def _validate_common(cfg: Any) -> None:
 # Inputs: data folders and the encoder
 # ----------------------------------------------------------------------------------------------------------
 
-def require_checkpoint_file(path: str | Path | None) -> Path:
-    if path is None:
-        raise ValueError("no checkpoint given (--checkpoint)")
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
-    return p
-
-
 def image_folders(cfg_data: EvalDataConfig, train_transform=None, val_transform=None):
     """(train, val) ImageFolderDatasets; raises naming the folder if a split is missing, has no classes or
     the two splits disagree on their classes."""
@@ -123,71 +113,25 @@ class EvalInputs:
     classes: list
     state_dict: Dict[str, torch.Tensor]  # encoder weights, timm names
     arch: Dict[str, Any]
+    source_sha256: str  # of the checkpoint file: a resumed run must continue on the same encoder
 
 
-def load_inputs(cfg: Any, checkpoint: str | Path | None, train_transform=None, val_transform=None) -> EvalInputs:
-    """Every input check, cheapest first (checkpoint file exists, data folders and classes, encoder keys),
-    before any model is built; all failures raise :class:`InputError` naming the file."""
+def load_inputs(cfg: Any, checkpoint: Path, train_transform=None, val_transform=None) -> EvalInputs:
+    """Every input check, cheapest first (data folders and classes, encoder keys), before any model is built;
+    all failures raise :class:`InputError` naming the file."""
     from gmae.engine.checkpoint import load_encoder_weights
+    from gmae.results import checkpoint_info
 
     try:
-        path = require_checkpoint_file(checkpoint)
         train, val = image_folders(cfg.data, train_transform, val_transform)
-        sd, arch = load_encoder_weights(path)
+        sd, arch = load_encoder_weights(checkpoint)
         patch = int(arch["patch_size"])
         if cfg.data.img_size % patch:
             raise ValueError(f"data.img_size={cfg.data.img_size} is not a multiple of the patch size {patch} of "
-                             f"{path}")
+                             f"{checkpoint}")
     except (FileNotFoundError, NotADirectoryError, ValueError, KeyError) as e:
         raise InputError(str(e).strip("'\"")) from e
-    return EvalInputs(path, train, val, list(train.classes), sd, arch)
-
-
-def stored_model_name(path: str | Path) -> str:
-    """The model name a checkpoint records (our training checkpoints), else the file name without suffix."""
-    try:  # mmap: only the small metadata objects are read
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - a label is best effort; the weights were loaded already
-        ckpt = None
-    if isinstance(ckpt, dict):
-        arch = ckpt.get("arch")
-        if isinstance(arch, dict) and isinstance(arch.get("model"), str):
-            return arch["model"]
-        model_cfg = (ckpt.get("config") or {}).get("model") if isinstance(ckpt.get("config"), dict) else None
-        if isinstance(model_cfg, dict) and isinstance(model_cfg.get("name"), str):
-            return model_cfg["name"]
-    return Path(path).stem
-
-
-def build_encoder(state_dict: Dict[str, torch.Tensor], arch: Dict[str, Any], img_size: int, *,
-                  num_classes: int = 0, source: str = "checkpoint", **vit_kwargs) -> nn.Module:
-    """A timm VisionTransformer with the encoder's architecture at ``img_size``, loaded from ``state_dict``.
-
-    The position embedding [1, 1 + L, D] is resampled (bicubic, CLS row kept) when the grid differs.
-    Only the new classifier parts (``head.*``, ``fc_norm.*``) may be missing, and only the final ``norm.*`` may
-    be left over (MAE drops it when fine-tuning with global pooling + fc_norm); anything else raises.
-    """
-    from timm.layers import resample_abs_pos_embed
-
-    from gmae.engine.checkpoint import build_timm_vit
-
-    patch = int(arch["patch_size"])
-    if img_size % patch:
-        raise ValueError(f"data.img_size={img_size} is not a multiple of the encoder's patch size {patch}")
-    vit = build_timm_vit({**arch, "img_size": img_size}, num_classes=num_classes, **vit_kwargs)
-    sd = dict(state_dict)
-    if "pos_embed" in sd and sd["pos_embed"].shape != vit.pos_embed.shape:
-        grid = img_size // patch
-        sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"].float(), [grid, grid], num_prefix_tokens=1)
-    missing, unexpected = vit.load_state_dict(sd, strict=False)
-    allowed_missing = {k for k in vit.state_dict() if k.startswith(("head.", "fc_norm."))}
-    allowed_unexpected = {"norm.weight", "norm.bias"} if isinstance(vit.norm, nn.Identity) else set()
-    bad_missing = sorted(set(missing) - allowed_missing)
-    bad_unexpected = sorted(set(unexpected) - allowed_unexpected)
-    if bad_missing or bad_unexpected:
-        raise ValueError(f"{source}: encoder weights do not fit a ViT with arch {arch}: missing {bad_missing[:6]}, "
-                         f"unexpected {bad_unexpected[:6]}")
-    return vit
+    return EvalInputs(checkpoint, train, val, list(train.classes), sd, arch, checkpoint_info(checkpoint)["sha256"])
 
 
 def pooled_features(vit: nn.Module, imgs: torch.Tensor, features: str = "cls") -> torch.Tensor:
@@ -300,13 +244,6 @@ def eval_loader(dataset: Dataset, cfg_data: EvalDataConfig, dist_info, device: t
                       num_workers=cfg_data.num_workers, pin_memory=cfg_data.pin_memory and device.type == "cuda")
 
 
-def autocast(amp: str, device: torch.device):
-    """bf16 / fp16 autocast on CUDA; float32 on CPU (CPU autocast is slow and changes numerics)."""
-    if device.type != "cuda" or amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[amp])
-
-
 def progress_bar(enabled: bool, **kw):
     if not enabled:
         return None
@@ -417,71 +354,14 @@ def append_metrics(out_dir: Path, record: Dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def write_records(protocol: str, metrics: Dict[str, float], *, cfg: Any, checkpoint: str | Path,
-                  model_name: Optional[str], results: Optional[str | Path], **extra) -> list[dict]:
-    """Append one record per metric to the results store (default: the run's out dir): ``top1`` and ``top5`` of
-    the final weights, and ``best_top1`` (the best evaluated epoch, as MAE reports; with ``best_epoch`` and
-    ``n_evals``) when ``metrics`` has it."""
-    from gmae.config import config_to_dict
-    from gmae.results import ResultsStore, make_record
-
-    name = model_name or cfg.run.model_name or stored_model_name(checkpoint)
-    conf = config_to_dict(cfg)
-    common = dict(model=name, checkpoint=checkpoint, config=conf, data=str(cfg.data.root),
-                  out_dir=str(cfg.run.out_dir), **extra)
-    records = [make_record(protocol, metric, metrics[metric], **common) for metric in ("top1", "top5")]
+def accuracy_records(ctx, protocol: str, metrics: Dict[str, Any], **extra) -> list[dict]:
+    """One record per metric: ``top1`` and ``top5`` of the final weights, and ``best_top1`` (the best evaluated
+    epoch, as MAE reports; with ``best_epoch`` and ``n_evals``) when ``metrics`` has it."""
+    records = [ctx.record(protocol, metric, metrics[metric], **extra) for metric in ("top1", "top5")]
     if "best_top1" in metrics:
-        records.append(make_record(protocol, "best_top1", metrics["best_top1"], best_epoch=metrics["best_epoch"],
-                                   n_evals=metrics["n_evals"], **common))
-    ResultsStore(results or cfg.run.out_dir).append(records)
+        records.append(ctx.record(protocol, "best_top1", metrics["best_top1"], best_epoch=metrics["best_epoch"],
+                                  n_evals=metrics["n_evals"], **extra))
     return records
-
-
-def add_common_arguments(parser, protocol: str) -> None:
-    """The CLI shared by ``gmae eval linprobe|finetune|knn``."""
-    parser.add_argument("--checkpoint", required=True,
-                        help="encoder checkpoint: our checkpoint.pth, a `gmae export` file, official MAE or timm")
-    parser.add_argument("--data", default=None, help="ImageFolder root with train/ and val/ (overrides data.root)")
-    parser.add_argument("--config", default=None,
-                        help=f"YAML file or a name under configs/ (e.g. {protocol}/vit_b16); default: the "
-                             "ViT-B protocol defaults")
-    parser.add_argument("--out", default=None, help="output dir (overrides run.out_dir); a rerun resumes there")
-    parser.add_argument("--results", default=None,
-                        help="results store (dir or .jsonl) for the records; default: the output dir")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.blr=0.2")
-
-
-def run_command(protocol: str, schema, runner, args, describe) -> int:
-    """The body of ``gmae eval <protocol>``: build the config from the arguments, run, print one summary line.
-
-    Bad input (``InputError``/``ConfigError``) exits 2 with the message, before any work; ``describe(cfg, summary)``
-    gives the success line.
-    """
-    from gmae.config import ConfigError
-
-    try:
-        cfg = config_from_args(schema, args)
-        summary = runner(cfg, args.checkpoint, results=args.results)
-    except (InputError, ConfigError) as e:
-        print(f"gmae eval {protocol}: error: {e}", file=sys.stderr)
-        return 2
-    if "stopped_at" in summary:
-        print(f"{protocol} stopped at step {summary['stopped_at']} (run.stop_after_steps)")
-    elif "records" in summary:
-        print(f"{describe(cfg, summary)} -> {cfg.run.out_dir}")
-    return 0
-
-
-def config_from_args(schema, args) -> Any:
-    from gmae.config import load_config
-
-    overrides = list(args.overrides)
-    if args.out is not None:
-        overrides.append(f"run.out_dir={args.out}")
-    if args.data is not None:
-        overrides.append(f"data.root={args.data}")
-    return load_config(schema, args.config, overrides)
-
 
 
 # ----------------------------------------------------------------------------------------------------------

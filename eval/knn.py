@@ -12,7 +12,6 @@ sha256 and the feature settings), so an interrupted run resumes after the last f
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -20,9 +19,9 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from eval.common import (FEATURES, EvalDataConfig, EvalRunConfig, FrozenEncoder, InputError, add_common_arguments,
-                         build_encoder, eval_loader, extract_features, load_inputs, topk_correct,
-                         validate_common, write_records, run_command)
+from eval.command import Context, EvalCommand, Outcome
+from eval.common import (FEATURES, EvalDataConfig, EvalRunConfig, FrozenEncoder, InputError, accuracy_records,
+                         eval_loader, extract_features, load_inputs, topk_correct, validate_common)
 
 
 @dataclass
@@ -88,54 +87,40 @@ def _cached_features(cfg: KnnConfig, split: str, dataset, encoder, dist_info, so
     return feats, labels
 
 
-def run_knn(cfg: KnnConfig, checkpoint: str, results: Optional[str] = None) -> Dict[str, Any]:
-    """Check inputs, extract (or reload) features of both splits, score the val split, append the records."""
-    from gmae.config import save_config
+def evaluate(cfg: KnnConfig, ctx: Context) -> Outcome:
+    """Extract (or reload) features of both splits, score the val split; records on rank 0."""
     from gmae.data.transforms import eval_transform
-    from gmae.engine.distributed import all_reduce_sum, barrier, cleanup, init_distributed
-    from gmae.results import checkpoint_info
+    from gmae.engine.checkpoint import build_vit
+    from gmae.engine.distributed import all_reduce_sum
 
-    validate(cfg)
     tf = eval_transform(cfg.data.img_size)
-    inputs = load_inputs(cfg, checkpoint, tf, tf)
-    dist_info = init_distributed(cfg.run.device)
-    try:
-        out_dir = Path(cfg.run.out_dir)
-        if dist_info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, out_dir / "config.yaml")
-        barrier()
-        vit = build_encoder(inputs.state_dict, inputs.arch, cfg.data.img_size, source=str(inputs.checkpoint))
-        encoder = FrozenEncoder(vit, cfg.features).to(dist_info.device)
-        sha = checkpoint_info(inputs.checkpoint)["sha256"]
-        train_f, train_y = _cached_features(cfg, cfg.data.train_split, inputs.train_set, encoder, dist_info, sha)
-        val_f, val_y = _cached_features(cfg, cfg.data.val_split, inputs.val_set, encoder, dist_info, sha)
-        # every rank holds both banks; each scores its share of the val rows, counts are summed
-        mine = torch.arange(dist_info.rank, val_f.shape[0], dist_info.world_size, device=val_f.device)
-        scores = knn_scores(train_f, train_y, val_f[mine], len(inputs.classes), cfg.k, cfg.temperature, cfg.chunk)
-        counts = torch.cat([topk_correct(scores, val_y[mine]), torch.tensor([float(mine.numel())],
-                                                                             device=scores.device)])
-        counts = all_reduce_sum(counts)
-        n = max(float(counts[2]), 1.0)
-        summary: Dict[str, Any] = {"top1": 100.0 * float(counts[0]) / n, "top5": 100.0 * float(counts[1]) / n,
-                                   "n": int(counts[2]), "n_train": int(train_f.shape[0])}
-        if dist_info.is_main:
-            summary["records"] = write_records(
-                "knn", summary, cfg=cfg, checkpoint=inputs.checkpoint, model_name=None, results=results,
-                k=cfg.k, temperature=cfg.temperature, features=cfg.features, num_classes=len(inputs.classes),
-                split=cfg.data.val_split, n_train=summary["n_train"])
-        return summary
-    finally:
-        cleanup()
+    inputs = load_inputs(cfg, ctx.checkpoint, tf, tf)
+    dist_info = ctx.dist
+    vit = build_vit(inputs.state_dict, inputs.arch, cfg.data.img_size, source=str(inputs.checkpoint))
+    encoder = FrozenEncoder(vit, cfg.features).to(dist_info.device)
+    train_f, train_y = _cached_features(cfg, cfg.data.train_split, inputs.train_set, encoder, dist_info,
+                                        inputs.source_sha256)
+    val_f, val_y = _cached_features(cfg, cfg.data.val_split, inputs.val_set, encoder, dist_info,
+                                    inputs.source_sha256)
+    # every rank holds both banks; each scores its share of the val rows, counts are summed
+    mine = torch.arange(dist_info.rank, val_f.shape[0], dist_info.world_size, device=val_f.device)
+    scores = knn_scores(train_f, train_y, val_f[mine], len(inputs.classes), cfg.k, cfg.temperature, cfg.chunk)
+    counts = torch.cat([topk_correct(scores, val_y[mine]), torch.tensor([float(mine.numel())],
+                                                                         device=scores.device)])
+    counts = all_reduce_sum(counts)
+    n = max(float(counts[2]), 1.0)
+    summary: Dict[str, Any] = {"top1": 100.0 * float(counts[0]) / n, "top5": 100.0 * float(counts[1]) / n,
+                               "n": int(counts[2]), "n_train": int(train_f.shape[0])}
+    records = []
+    if dist_info.is_main:
+        records = accuracy_records(ctx, "knn", summary, k=cfg.k, temperature=cfg.temperature,
+                                   features=cfg.features, num_classes=len(inputs.classes),
+                                   split=cfg.data.val_split, n_train=summary["n_train"])
+    line = (f"knn (k={cfg.k}, T={cfg.temperature}): top1 {summary['top1']:.2f}  top5 {summary['top5']:.2f} "
+            f"({summary['n']} val images) -> {cfg.run.out_dir}")
+    return Outcome(records, line, summary)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, "knn")
-
-
-def _describe(cfg: KnnConfig, s: dict) -> str:
-    return f"knn (k={cfg.k}, T={cfg.temperature}): top1 {s['top1']:.2f}  top5 {s['top5']:.2f} ({s['n']} val images)"
-
-
-def run(args: argparse.Namespace) -> int:
-    return run_command("knn", KnnConfig, run_knn, args, _describe)
+command = EvalCommand("knn", KnnConfig, evaluate, validate=validate,
+                      data_help="ImageFolder root with train/ and val/ (sets data.root)",
+                      config_help="(knn/vit_b16, knn/tiny)")

@@ -1,6 +1,7 @@
 """The one command-line entry point: ``gmae <command> [<subcommand>] ...``.
 
-Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int | None``.
+Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int | None``, or a
+``command`` object with those two methods (every ``gmae eval`` protocol: ``eval.command.EvalCommand``).
 Errors about the input or the machine (see :func:`one_line_error`) print one line and exit 2 (bad input) or
 1 (full disk, a deliberate stop); ``GMAE_DEBUG=1`` shows their traceback. Modules are imported only when their
 command is chosen, so ``gmae --help`` is instant and a CPU-only
@@ -93,13 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         prog, (module, help_) = f"gmae {name} {rest[0]}", subs[rest[0]]
         rest = rest[1:]
     mod = importlib.import_module(module)
+    entry = getattr(mod, "command", mod)
     parser = argparse.ArgumentParser(prog=prog, description=(mod.__doc__ or help_).strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    mod.add_arguments(parser)
+    entry.add_arguments(parser)
     args = parser.parse_args(rest)
     try:
         check_outputs(args)
-        code = mod.run(args)
+        code = entry.run(args)
     except KeyboardInterrupt:  # Ctrl-C outside a training loop (those save and exit 130 themselves)
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

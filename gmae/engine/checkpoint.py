@@ -1,4 +1,7 @@
-"""Checkpoints: atomic training state, and the encoder key contract shared with MAE, timm and detectron2.
+"""Checkpoints: atomic training state, the encoder key contract shared with MAE, timm and detectron2, and the
+one loader every command uses to turn a checkpoint file into a model (:func:`require_file`,
+:func:`load_encoder_weights` + :func:`build_vit` for an encoder, :func:`load_pretrained_model` for a whole GMAE/MAE,
+:func:`stored_model_name` for its label).
 
 Training checkpoint (``checkpoint.pth``): {"model": full state dict, "optimizer", "scheduler", "scaler",
 "step", "epoch", "config", "arch", "rng", "probes", "probe_optimizer", "nonfinite_skipped", "finished"}.
@@ -149,3 +152,96 @@ def build_timm_vit(arch: dict[str, Any], num_classes: int = 0, **kw):
                              embed_dim=arch["embed_dim"], depth=arch["depth"], num_heads=arch["num_heads"],
                              mlp_ratio=arch["mlp_ratio"], qkv_bias=True, num_classes=num_classes,
                              norm_layer=partial(nn.LayerNorm, eps=1e-6), **kw)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# checkpoint file -> model
+# ----------------------------------------------------------------------------------------------------------
+
+def require_file(path: str | os.PathLike | None, what: str = "checkpoint") -> Path:
+    """The one "does the input file exist" check, before any work: raises InputError naming ``what``."""
+    from gmae.errors import InputError
+
+    if path is None:
+        raise InputError(f"no {what} given")
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} not found: {p}")
+    return p
+
+
+def stored_model_name(path: str | os.PathLike) -> str:
+    """The model name a checkpoint records (our training checkpoints), else the file name without suffix."""
+    try:  # mmap: only the small metadata objects are read
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - a label is best effort; the weights were loaded already
+        ckpt = None
+    if isinstance(ckpt, dict):
+        arch = ckpt.get("arch")
+        if isinstance(arch, dict) and isinstance(arch.get("model"), str):
+            return arch["model"]
+        model_cfg = (ckpt.get("config") or {}).get("model") if isinstance(ckpt.get("config"), dict) else None
+        if isinstance(model_cfg, dict) and isinstance(model_cfg.get("name"), str):
+            return model_cfg["name"]
+    return Path(path).stem
+
+
+def build_vit(state_dict: dict[str, torch.Tensor], arch: dict[str, Any], img_size: int, *, num_classes: int = 0,
+              source: str = "checkpoint", **vit_kwargs):
+    """A timm VisionTransformer with the encoder's architecture at ``img_size``, loaded from ``state_dict``.
+
+    The position embedding [1, 1 + L, D] is resampled (bicubic, CLS row kept) when the grid differs.
+    Only the new classifier parts (``head.*``, ``fc_norm.*``) may be missing, and only the final ``norm.*`` may
+    be left over (MAE drops it when fine-tuning with global pooling + fc_norm); anything else raises.
+    """
+    import torch.nn as nn
+    from timm.layers import resample_abs_pos_embed
+
+    patch = int(arch["patch_size"])
+    if img_size % patch:
+        raise ValueError(f"data.img_size={img_size} is not a multiple of the patch size {patch} of {source}")
+    vit = build_timm_vit({**arch, "img_size": img_size}, num_classes=num_classes, **vit_kwargs)
+    sd = dict(state_dict)
+    if "pos_embed" in sd and sd["pos_embed"].shape != vit.pos_embed.shape:
+        grid = img_size // patch
+        sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"].float(), [grid, grid], num_prefix_tokens=1)
+    missing, unexpected = vit.load_state_dict(sd, strict=False)
+    allowed_missing = {k for k in vit.state_dict() if k.startswith(("head.", "fc_norm."))}
+    allowed_unexpected = {"norm.weight", "norm.bias"} if isinstance(vit.norm, nn.Identity) else set()
+    bad_missing = sorted(set(missing) - allowed_missing)
+    bad_unexpected = sorted(set(unexpected) - allowed_unexpected)
+    if bad_missing or bad_unexpected:
+        raise ValueError(f"{source}: encoder weights do not fit a ViT with arch {arch}: missing {bad_missing[:6]}, "
+                         f"unexpected {bad_unexpected[:6]}")
+    return vit
+
+
+def load_pretrained_model(checkpoint: str | os.PathLike, needs: str | None = None):
+    """(model, PretrainConfig) of a GMAE/MAE training checkpoint, rebuilt from its stored config, in eval mode.
+
+    ``needs`` names a method the caller will use (``"reconstruct"``, ``"predict_gaussians"``): a model without it
+    is refused by name (e.g. an MAE checkpoint given to a zero-shot read-out). Raises InputError naming the file.
+    """
+    from gmae.config import config_from_dict
+    from gmae.engine.config import PretrainConfig
+    from gmae.errors import InputError
+    from gmae.models import create_model
+
+    path = require_file(checkpoint)
+    try:
+        ckpt = load_checkpoint(path)
+        if "config" not in ckpt or "model" not in ckpt:
+            raise ValueError("not a gmae training checkpoint (no 'config'/'model')")
+        cfg = config_from_dict(PretrainConfig, ckpt["config"], source=str(path))
+        model = create_model(cfg.model.name, img_size=cfg.data.img_size, **cfg.model.constructor_overrides())
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+        if missing or unexpected:
+            raise ValueError(f"weights do not fit {cfg.model.name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    except (ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().strip("'\"").splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(first if first.startswith(str(path)) else f"{path}: {first}") from e
+    if needs is not None and not hasattr(model, needs):
+        raise InputError(f"{path}: model {cfg.model.name!r} has no {needs}() (needs a "
+                         f"{'GMAE' if needs == 'predict_gaussians' else 'GMAE or MAE'} checkpoint)")
+    model.eval()
+    return model, cfg

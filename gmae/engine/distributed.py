@@ -45,6 +45,16 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 
+def autocast(amp: str, device: torch.device):
+    """The one mixed-precision switch: bf16 / fp16 autocast on CUDA (``run.amp``); float32 on CPU (CPU autocast
+    is slow and changes numerics) and with ``amp="none"``."""
+    import contextlib
+
+    if device.type != "cuda" or amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[amp])
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
