@@ -16,7 +16,6 @@ EMA weights when enabled) to the results store.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -25,9 +24,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from eval.common import (EvalDataConfig, EvalRunConfig, InputError, ScheduleConfig, StepTrainer, add_common_arguments,
-                         autocast, build_encoder, cosine_scheduler, eval_loader,
-                         evaluate_classifier, load_inputs, validate_common, write_records, run_command)
+from eval.command import Context, EvalCommand, Outcome
+from eval.common import (EvalDataConfig, EvalRunConfig, InputError, ScheduleConfig, StepTrainer, accuracy_records,
+                         autocast, cosine_scheduler, eval_loader,
+                         evaluate_classifier, load_inputs, validate_common)
 
 
 @dataclass
@@ -156,9 +156,11 @@ def build_classifier(state_dict, arch, cfg: FinetuneConfig, num_classes: int, so
     """The encoder as a timm classifier: [B, 3, H, W] -> logits [B, num_classes]."""
     from timm.layers import trunc_normal_
 
+    from gmae.engine.checkpoint import build_vit
+
     m = cfg.model
-    model = build_encoder(state_dict, arch, cfg.data.img_size, num_classes=num_classes, source=source,
-                          drop_path_rate=m.drop_path, global_pool=m.global_pool, fc_norm=m.global_pool == "avg")
+    model = build_vit(state_dict, arch, cfg.data.img_size, num_classes=num_classes, source=source,
+                      drop_path_rate=m.drop_path, global_pool=m.global_pool, fc_norm=m.global_pool == "avg")
     trunc_normal_(model.head.weight, std=m.head_init_std)
     nn.init.zeros_(model.head.bias)
     return model
@@ -250,48 +252,34 @@ class FinetuneTrainer(StepTrainer):
         return out
 
 
-def run_finetune(cfg: FinetuneConfig, checkpoint: str, results: Optional[str] = None) -> Dict[str, Any]:
-    """Check inputs, fine-tune (or resume), evaluate, append the records (rank 0). Returns the summary."""
+def evaluate(cfg: FinetuneConfig, ctx: Context) -> Outcome:
+    """Fine-tune (or resume), evaluate; records of the final (and EMA) weights on rank 0."""
     from gmae.data.transforms import eval_transform
-    from gmae.engine.distributed import cleanup, init_distributed
-    from gmae.results import checkpoint_info
 
-    validate(cfg)
-    inputs = load_inputs(cfg, checkpoint, None, eval_transform(cfg.data.img_size))
-    dist_info = init_distributed(cfg.run.device)
-    try:
-        torch.manual_seed(cfg.run.seed)
-        model = build_classifier(inputs.state_dict, inputs.arch, cfg, len(inputs.classes), str(inputs.checkpoint))
-        trainer = FinetuneTrainer(cfg, model, inputs.train_set, inputs.val_set, len(inputs.classes),
-                                  train_transform=train_transform(cfg), dist_info=dist_info,
-                                  source_sha256=checkpoint_info(inputs.checkpoint)["sha256"])
-        summary = trainer.train()
-        if "stopped_at" not in summary and dist_info.is_main:
-            extra = dict(effective_lr=summary["effective_lr"], epochs=cfg.optim.epochs, batch_size=cfg.optim.batch_size,
-                         accum_steps=summary["accum_steps"], world_size=summary["world_size"],
-                         layer_decay=cfg.optim.layer_decay, num_classes=len(inputs.classes), split=cfg.data.val_split)
-            records = write_records("finetune", summary, cfg=cfg, checkpoint=inputs.checkpoint, model_name=None,
-                                    results=results, weights="final", **extra)
-            if "ema_top1" in summary:
-                ema = {"top1": summary["ema_top1"], "top5": summary["ema_top5"], "best_top1": summary["best_ema_top1"],
-                       "best_epoch": summary["best_ema_epoch"], "n_evals": summary["n_evals"]}
-                records += write_records("finetune", ema,
-                                         cfg=cfg, checkpoint=inputs.checkpoint, model_name=None, results=results,
-                                         weights="ema", **extra)
-            summary["records"] = records
-        return summary
-    finally:
-        cleanup()
+    inputs = load_inputs(cfg, ctx.checkpoint, None, eval_transform(cfg.data.img_size))
+    torch.manual_seed(cfg.run.seed)
+    model = build_classifier(inputs.state_dict, inputs.arch, cfg, len(inputs.classes), str(inputs.checkpoint))
+    trainer = FinetuneTrainer(cfg, model, inputs.train_set, inputs.val_set, len(inputs.classes),
+                              train_transform=train_transform(cfg), dist_info=ctx.dist,
+                              source_sha256=inputs.source_sha256)
+    summary = trainer.train()
+    if "stopped_at" in summary:
+        return Outcome([], f"finetune stopped at step {summary['stopped_at']} (run.stop_after_steps)", summary)
+    records = []
+    if ctx.dist.is_main:
+        extra = dict(effective_lr=summary["effective_lr"], epochs=cfg.optim.epochs, batch_size=cfg.optim.batch_size,
+                     accum_steps=summary["accum_steps"], world_size=summary["world_size"],
+                     layer_decay=cfg.optim.layer_decay, num_classes=len(inputs.classes), split=cfg.data.val_split)
+        records = accuracy_records(ctx, "finetune", summary, weights="final", **extra)
+        if "ema_top1" in summary:
+            ema = {"top1": summary["ema_top1"], "top5": summary["ema_top5"], "best_top1": summary["best_ema_top1"],
+                   "best_epoch": summary["best_ema_epoch"], "n_evals": summary["n_evals"]}
+            records += accuracy_records(ctx, "finetune", ema, weights="ema", **extra)
+    line = (f"finetune: top1 {summary['top1']:.2f}  top5 {summary['top5']:.2f}  (effective lr "
+            f"{summary['effective_lr']:.4g}, {summary['step']} steps) -> {cfg.run.out_dir}")
+    return Outcome(records, line, summary)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, "finetune")
-
-
-def _describe(cfg: FinetuneConfig, s: dict) -> str:
-    return (f"finetune: top1 {s['top1']:.2f}  top5 {s['top5']:.2f}  (effective lr {s['effective_lr']:.4g}, "
-            f"{s['step']} steps)")
-
-
-def run(args: argparse.Namespace) -> int:
-    return run_command("finetune", FinetuneConfig, run_finetune, args, _describe)
+command = EvalCommand("finetune", FinetuneConfig, evaluate, validate=validate, saves_config=True,
+                      data_help="ImageFolder root with train/ and val/ (sets data.root)",
+                      config_help="(finetune/vit_b16, finetune/vit_l16, finetune/tiny)")

@@ -16,7 +16,6 @@ training log (with an evaluation every ``eval_every_epochs``) to ``metrics.jsonl
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -28,10 +27,11 @@ from torch.utils.data import Dataset
 
 from gmae.data.transforms import CROPS
 
+from eval.command import Context, EvalCommand, Outcome
 from eval.common import (FEATURES, EvalDataConfig, EvalRunConfig, FrozenEncoder, InputError, ScheduleConfig,
-                         StepTrainer, add_common_arguments, autocast, build_encoder, cosine_scheduler,
+                         StepTrainer, autocast, cosine_scheduler,
                          eval_loader,
-                         evaluate_classifier, load_inputs, validate_common, write_records, run_command)
+                         evaluate_classifier, load_inputs, validate_common, accuracy_records)
 
 
 @dataclass
@@ -190,44 +190,34 @@ class LinprobeTrainer(StepTrainer):
                                    progress=self.dist.is_main and self.cfg.run.progress, desc="linprobe eval")
 
 
-def run_linprobe(cfg: LinprobeConfig, checkpoint: str, results: Optional[str] = None) -> Dict[str, Any]:
-    """Check the inputs, train (or resume) the probe, evaluate, append the records (rank 0). Returns the summary
-    (``top1``, ``top5`` in percent, ``effective_lr``, ...; ``records`` on rank 0)."""
+def evaluate(cfg: LinprobeConfig, ctx: Context) -> Outcome:
+    """Train (or resume) the probe on the frozen encoder, evaluate; records on rank 0. The summary has ``top1``,
+    ``top5`` (percent), ``best_top1``, ``effective_lr``, ... or ``stopped_at`` (run.stop_after_steps)."""
     from gmae.data.transforms import eval_transform, pretrain_transform
-    from gmae.engine.distributed import cleanup, init_distributed
-    from gmae.results import checkpoint_info
+    from gmae.engine.checkpoint import build_vit
 
-    validate(cfg)
     size = cfg.data.img_size
-    inputs = load_inputs(cfg, checkpoint, None, eval_transform(size))
-    dist_info = init_distributed(cfg.run.device)
-    try:
-        vit = build_encoder(inputs.state_dict, inputs.arch, size, source=str(inputs.checkpoint))
-        trainer = LinprobeTrainer(cfg, FrozenEncoder(vit, cfg.head.features), inputs.train_set, inputs.val_set,
-                                  num_classes=len(inputs.classes), feature_dim=int(inputs.arch["embed_dim"]),
-                                  train_transform=pretrain_transform(size, scale=tuple(cfg.data.crop_scale),
-                                                                    crop=cfg.data.crop),
-                                  dist_info=dist_info, source_sha256=checkpoint_info(inputs.checkpoint)["sha256"])
-        summary = trainer.train()
-        if "stopped_at" not in summary and dist_info.is_main:
-            summary["records"] = write_records(
-                "linprobe", summary, cfg=cfg, checkpoint=inputs.checkpoint, model_name=None, results=results,
-                features=cfg.head.features, effective_lr=summary["effective_lr"], epochs=cfg.optim.epochs,
-                batch_size=cfg.optim.batch_size, accum_steps=summary["accum_steps"],
-                world_size=summary["world_size"], num_classes=len(inputs.classes), split=cfg.data.val_split)
-        return summary
-    finally:
-        cleanup()
+    inputs = load_inputs(cfg, ctx.checkpoint, None, eval_transform(size))
+    vit = build_vit(inputs.state_dict, inputs.arch, size, source=str(inputs.checkpoint))
+    trainer = LinprobeTrainer(cfg, FrozenEncoder(vit, cfg.head.features), inputs.train_set, inputs.val_set,
+                              num_classes=len(inputs.classes), feature_dim=int(inputs.arch["embed_dim"]),
+                              train_transform=pretrain_transform(size, scale=tuple(cfg.data.crop_scale),
+                                                                crop=cfg.data.crop),
+                              dist_info=ctx.dist, source_sha256=inputs.source_sha256)
+    summary = trainer.train()
+    if "stopped_at" in summary:
+        return Outcome([], f"linprobe stopped at step {summary['stopped_at']} (run.stop_after_steps)", summary)
+    records = []
+    if ctx.dist.is_main:
+        records = accuracy_records(
+            ctx, "linprobe", summary, features=cfg.head.features, effective_lr=summary["effective_lr"],
+            epochs=cfg.optim.epochs, batch_size=cfg.optim.batch_size, accum_steps=summary["accum_steps"],
+            world_size=summary["world_size"], num_classes=len(inputs.classes), split=cfg.data.val_split)
+    line = (f"linprobe: top1 {summary['top1']:.2f}  top5 {summary['top5']:.2f}  (effective lr "
+            f"{summary['effective_lr']:.4g}, {summary['step']} steps) -> {cfg.run.out_dir}")
+    return Outcome(records, line, summary)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, "linprobe")
-
-
-def _describe(cfg: LinprobeConfig, s: dict) -> str:
-    return (f"linprobe: top1 {s['top1']:.2f}  top5 {s['top5']:.2f}  (effective lr {s['effective_lr']:.4g}, "
-            f"{s['step']} steps)")
-
-
-def run(args: argparse.Namespace) -> int:
-    return run_command("linprobe", LinprobeConfig, run_linprobe, args, _describe)
+command = EvalCommand("linprobe", LinprobeConfig, evaluate, validate=validate, saves_config=True,
+                      data_help="ImageFolder root with train/ and val/ (sets data.root)",
+                      config_help="(linprobe/vit_b16, linprobe/vit_l16, linprobe/tiny)")
