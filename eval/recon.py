@@ -25,9 +25,7 @@ results store with mask_ratio, paste_visible, fid_impl, feature_extractor and n_
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import os
 import sys
 import time
@@ -44,6 +42,8 @@ METRICS = ("rfid", "psnr", "psnr_masked", "ssim")
 
 
 from gmae.errors import InputError  # noqa: E402 - one class for every command's bad input
+
+from eval.command import Context, EvalCommand, EvalRunConfig, Outcome, Shortcut  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -80,14 +80,11 @@ class ReconFidConfig:
 
 
 @dataclass
-class ReconRunConfig:
+class ReconRunConfig(EvalRunConfig):
     out_dir: str = "runs/recon"
-    device: str = "auto"  # auto | cpu | cuda
     # autocast for the models on CUDA (none | bf16 | fp16); none keeps reconstructions in float32
     amp: str = "none"
-    progress: bool = True
-    # record labels; default: the model name stored in each checkpoint
-    model_name: Optional[str] = None
+    # record label of checkpoint_mae (run.model_name labels --checkpoint); default: the stored model name
     mae_model_name: Optional[str] = None
     # PNG zlib level (lossless at any level; 1 is fast)
     png_compress_level: int = 1
@@ -95,6 +92,8 @@ class ReconRunConfig:
 
 @dataclass
 class ReconConfig:
+    # a second checkpoint (the MAE baseline) reconstructed from the same images and masks; null = none
+    checkpoint_mae: Optional[str] = None
     mask_ratios: List[float] = field(default_factory=lambda: [0.0, 0.75])
     paste_visible: bool = False
     # masking noise of image i is drawn from seed * 1000003 + i
@@ -105,8 +104,6 @@ class ReconConfig:
     data: ReconDataConfig = field(default_factory=ReconDataConfig)
     fid: ReconFidConfig = field(default_factory=ReconFidConfig)
     run: ReconRunConfig = field(default_factory=ReconRunConfig)
-    # published numbers for the report (not used by the computation)
-    reference: Optional[Dict[str, Any]] = None
 
 
 def validate(cfg: ReconConfig) -> None:
@@ -289,66 +286,21 @@ def recon_dir_name(ratio: float, paste: bool) -> str:
     return f"recon_{ratio:g}" + ("_paste" if paste else "")
 
 
-def _load_model(role: str, path: str | None, label: Optional[str]) -> _Model:
-    from gmae.engine.export import load_pretrained_model
+def _load_model(role: str, path: str | os.PathLike, label: Optional[str]) -> _Model:
+    from gmae.engine.checkpoint import load_pretrained_model, stored_model_name
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"checkpoint not found: {p}")
-    try:
-        net, mcfg = load_pretrained_model(p)
-    except (ValueError, KeyError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{p}: cannot rebuild the model ({first})") from e
-    if not hasattr(net, "reconstruct"):
-        raise InputError(f"{p}: model {mcfg.model.name} has no reconstruct()")
+    net, mcfg = load_pretrained_model(path, needs="reconstruct")
     enc = net.encoder
-    size = int(mcfg.data.img_size)
-    return _Model(role, p, net, label or mcfg.model.name, size, int(enc.patch_size),
-                  (size // int(enc.patch_size), size // int(enc.patch_size)))
+    size, patch = int(mcfg.data.img_size), int(enc.patch_size)
+    return _Model(role, Path(path), net, label or stored_model_name(path), size, patch, (size // patch, size // patch))
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The run
+# The protocol
 # ----------------------------------------------------------------------------------------------------------
 
-def _device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("run.device=cuda but no CUDA device is visible")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def _autocast(amp: str, device: torch.device):
-    import contextlib
-
-    if device.type != "cuda" or amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[amp])
-
-
-def run_recon(cfg: ReconConfig, checkpoint: str, checkpoint_mae: str | None = None,
-              results: str | os.PathLike | None = None) -> Dict[str, Any]:
-    """Check inputs, reconstruct and write PNGs for every model x mask ratio, compute rFID / PSNR, append records.
-
-    Returns ``{"rows": [{"model", "role", "mask_ratio", "paste_visible", "rfid", "psnr", "psnr_masked", "ssim",
-    "n_images", "denorm_uses_gt_stats", "dir"}], "records": [...], "extractor": {...}, "out_dir": str}``.
-    """
-    from gmae.config import config_to_dict, save_config
-    from gmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from gmae.results import ResultsStore, make_record
-
-    from eval import fid as fidlib
-
-    t0 = time.perf_counter()
-    validate(cfg)
-    # -- every input check before any model runs -------------------------------------------------------------
-    if checkpoint is None:
-        raise InputError("no checkpoint given (--checkpoint)")
-    for p in (checkpoint, checkpoint_mae):
-        if p is not None and not Path(p).is_file():
-            raise InputError(f"checkpoint not found: {p}")
+def _check_data(cfg: ReconConfig) -> tuple[list[Path], list[str]]:
+    """The image files and their output names; refuses an output folder inside the data folder."""
     out_abs, data_abs = Path(cfg.run.out_dir).resolve(), Path(cfg.data.root).resolve()
     if out_abs == data_abs or data_abs in out_abs.parents:
         # the images are searched recursively: the next run would score its own reconstructions as inputs
@@ -358,19 +310,23 @@ def run_recon(cfg: ReconConfig, checkpoint: str, checkpoint_mae: str | None = No
         files = find_images(cfg.data.root, cfg.data.max_images)
     except FileNotFoundError as e:
         raise InputError(str(e)) from None
-    names = output_names(files, cfg.data.root)
     if cfg.fid.enabled and len(files) < 2:
         raise InputError(f"data.root: FID needs at least 2 images, {cfg.data.root} gives {len(files)}")
-    spec = None
-    if cfg.fid.enabled:
-        try:
-            spec = fidlib.resolve_extractor(cfg.fid.extractor, cfg.fid.inception_weights, cfg.fid.torchscript)
-        except fidlib.FidUnavailableError as e:
-            raise InputError(f"FID: {e} (or set fid.enabled=false)") from None
-    device = _device(cfg.run.device)
-    models = [_load_model("model", checkpoint, cfg.run.model_name)]
-    if checkpoint_mae is not None:
-        models.append(_load_model("mae", checkpoint_mae, cfg.run.mae_model_name))
+    return files, output_names(files, cfg.data.root)
+
+
+def _fid_extractor(cfg: ReconConfig):
+    from eval import fid as fidlib
+
+    if not cfg.fid.enabled:
+        return None
+    try:
+        return fidlib.resolve_extractor(cfg.fid.extractor, cfg.fid.inception_weights, cfg.fid.torchscript)
+    except fidlib.FidUnavailableError as e:
+        raise InputError(f"FID: {e} (or set fid.enabled=false)") from None
+
+
+def _crop_sizes(cfg: ReconConfig, models: list[_Model]) -> tuple[int, int]:
     img_size = cfg.data.img_size or models[0].img_size
     for m in models:
         if m.img_size != img_size:
@@ -379,34 +335,45 @@ def run_recon(cfg: ReconConfig, checkpoint: str, checkpoint_mae: str | None = No
     resize = cfg.data.resize or int(img_size * 256 / 224)
     if resize < img_size:
         raise InputError(f"data.resize={resize} is smaller than the crop {img_size}")
+    return img_size, resize
 
-    out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    settings = [(r, bool(cfg.paste_visible and r > 0)) for r in cfg.mask_ratios]
-    if cfg.paste_visible and any(r == 0 for r in cfg.mask_ratios):
-        print("gmae eval recon: --paste-visible has no effect at mask ratio 0 (every patch is visible); "
-              "ratio 0 is reconstructed without pasting", file=sys.stderr)
-    ref_dir = out / "reference"
+
+def _output_dirs(out: Path, models: list[_Model], settings, names: list[str]) -> dict:
+    """{(role, ratio): folder} plus "reference", created empty of PNGs an earlier run left behind."""
     dirs = {(m.role, r): m.out_dir(out, r, paste) for m in models for r, paste in settings}
-    keep = set(names)
-    for d in [ref_dir, *dirs.values()]:
+    dirs["reference"] = out / "reference"
+    for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
-        stale = _remove_stale(d, keep)
+        stale = _remove_stale(d, set(names))
         if stale:
             print(f"gmae eval recon: removed {stale} PNGs of an earlier run from {d}", file=sys.stderr)
-    for m in models:
-        m.net.to(device).eval()
+    return dirs
 
-    # -- one pass over the data: ground truth, every model x ratio, PNGs and per-image metrics ---------------------
+
+@dataclass
+class _Pass:
+    """Per-image metrics of every (role, ratio), whether each model denormalised with the image's own statistics,
+    and the first images of every column of the figure."""
+    psnr: dict
+    psnr_masked: dict
+    ssim: dict
+    gt_stats: dict
+    figure: dict
+
+
+def _reconstruct(cfg: ReconConfig, models: list[_Model], settings, files, names, dirs, img_size: int, resize: int,
+                 device: torch.device) -> _Pass:
+    """One pass over the data: ground truth, every model x ratio, PNGs and per-image metrics."""
+    from gmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from gmae.engine.distributed import autocast
+
     n = len(files)
-    psnr = {k: np.zeros(n) for k in dirs}
-    psnr_m = {k: np.zeros(n) for k in dirs}
-    ssim = {k: np.zeros(n) for k in dirs} if cfg.ssim else {}
-    gt_stats_flags: Dict[tuple, bool] = {}
-    fig_n = min(cfg.figure_images, n)
-    fig: Dict[str, list] = {"input": [], **{f"masked_{r:g}": [] for r, _ in settings},
-                            **{f"{m.role}_{r:g}": [] for m in models for r, _ in settings}}
+    keys = [k for k in dirs if k != "reference"]
+    res_pass = _Pass({k: np.zeros(n) for k in keys}, {k: np.zeros(n) for k in keys},
+                     {k: np.zeros(n) for k in keys} if cfg.ssim else {}, {},
+                     {"input": [], **{f"masked_{r:g}": [] for r, _ in settings},
+                      **{f"{m.role}_{r:g}": [] for m in models for r, _ in settings}})
+    fig, fig_n = res_pass.figure, min(cfg.figure_images, n)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     loader = torch.utils.data.DataLoader(_Crops(files, resize, img_size), batch_size=cfg.data.batch_size,
@@ -422,27 +389,28 @@ def run_recon(cfg: ReconConfig, checkpoint: str, checkpoint_mae: str | None = No
         for idx, gt in loader:
             idx_list = idx.tolist()
             gt_np = gt.numpy()
-            pending += [pool.submit(_write_png, ref_dir / names[i], gt_np[j], level) for j, i in enumerate(idx_list)]
+            pending += [pool.submit(_write_png, dirs["reference"] / names[i], gt_np[j], level)
+                        for j, i in enumerate(idx_list)]
             x = ((gt.permute(0, 3, 1, 2).float() / 255.0 - mean) / std).to(device)
-            for k, i in enumerate(idx_list):
-                if i < fig_n:
-                    fig["input"].append(gt_np[k])
+            fig["input"] += [gt_np[k] for k, i in enumerate(idx_list) if i < fig_n]
             for m in models:
                 for r, paste in settings:
-                    noise = masking_noise(idx_list, m.grid[0] * m.grid[1], cfg.seed).to(device) if r > 0 else None
-                    with torch.no_grad(), _autocast(cfg.run.amp, device):
+                    # seeded noise at ratio 0 too: it orders the (all visible) tokens, and an unseeded order made
+                    # the float sums, hence rFID at ratio 0, differ from run to run
+                    noise = masking_noise(idx_list, m.grid[0] * m.grid[1], cfg.seed).to(device)
+                    with torch.no_grad(), autocast(cfg.run.amp, device):
                         res = m.net.reconstruct(x, mask_ratio=r, noise=noise, paste_visible=paste)
                     rec = quantize(res["rgb"])
                     key = (m.role, r)
-                    gt_stats_flags[key] = bool(res.get("denorm_uses_gt_stats", False))
+                    res_pass.gt_stats[key] = bool(res.get("denorm_uses_gt_stats", False))
                     pending += [pool.submit(_write_png, dirs[key] / names[i], rec[j], level)
                                 for j, i in enumerate(idx_list)]
-                    psnr[key][idx_list] = psnr_per_image(rec, gt_np)
+                    res_pass.psnr[key][idx_list] = psnr_per_image(rec, gt_np)
                     pm = pixel_mask(res["mask"], m.patch, m.grid) if r > 0 else None
                     if pm is not None:
-                        psnr_m[key][idx_list] = psnr_per_image(rec, gt_np, pm)
+                        res_pass.psnr_masked[key][idx_list] = psnr_per_image(rec, gt_np, pm)
                     if cfg.ssim:
-                        ssim[key][idx_list] = ssim_per_image(rec, gt_np)
+                        res_pass.ssim[key][idx_list] = ssim_per_image(rec, gt_np)
                     for k, i in enumerate(idx_list):
                         if i < fig_n:
                             fig[f"{m.role}_{r:g}"].append(rec[k])
@@ -453,32 +421,88 @@ def run_recon(cfg: ReconConfig, checkpoint: str, checkpoint_mae: str | None = No
                                 fig[f"masked_{r:g}"].append(masked)
             if bar is not None:
                 bar.update(len(idx_list))
-            done = [f for f in pending if f.done()]
-            for f in done:
+            for f in [f for f in pending if f.done()]:
                 f.result()  # re-raise a failed write now
             pending = [f for f in pending if not f.done()]
         for f in pending:
             f.result()
     if bar is not None:
         bar.close()
-    t_recon = time.perf_counter() - t0
+    return res_pass
 
-    # -- FID ---------------------------------------------------------------------------------------------------
-    rfid: Dict[tuple, Optional[float]] = {k: None for k in dirs}
-    ref_cached = None
-    if spec is not None:
-        cache = None if cfg.fid.cache_dir == "" else (cfg.fid.cache_dir or fidlib.default_cache_dir())
-        extractor = spec.build(device)
-        kw = dict(device=device, batch_size=cfg.fid.batch_size, num_workers=cfg.fid.num_workers,
-                  progress=cfg.run.progress)
-        ref = fidlib.files_statistics([ref_dir / nm for nm in names], spec, extractor, cache_dir=cache, **kw)
-        ref_cached = ref.cached
-        for k, d in dirs.items():
-            st = fidlib.files_statistics([d / nm for nm in names], spec, extractor, **kw)
-            rfid[k] = fidlib.frechet_distance(st.mu, st.sigma, ref.mu, ref.sigma)
+
+def _rfid(cfg: ReconConfig, spec, dirs: dict, names: list[str], device: torch.device):
+    """({(role, ratio): rFID or None}, whether the reference statistics came from the cache)."""
+    from eval import fid as fidlib
+
+    keys = [k for k in dirs if k != "reference"]
+    if spec is None:
+        return {k: None for k in keys}, None
+    cache = None if cfg.fid.cache_dir == "" else (cfg.fid.cache_dir or fidlib.default_cache_dir())
+    extractor = spec.build(device)
+    kw = dict(device=device, batch_size=cfg.fid.batch_size, num_workers=cfg.fid.num_workers,
+              progress=cfg.run.progress)
+    ref = fidlib.files_statistics([dirs["reference"] / nm for nm in names], spec, extractor, cache_dir=cache, **kw)
+    rfid = {}
+    for k in keys:
+        st = fidlib.files_statistics([dirs[k] / nm for nm in names], spec, extractor, **kw)
+        rfid[k] = fidlib.frechet_distance(st.mu, st.sigma, ref.mu, ref.sigma)
+    return rfid, ref.cached
+
+
+def _figures(out: Path, models: list[_Model], settings, rows: list[dict], fig: dict, n: int) -> None:
+    from reports.figures_recon import plot_recon_grid
+
+    for r, paste in settings:
+        cols = {"input": fig["input"]}
+        if r > 0:
+            cols[f"masked input ({r:.0%})"] = fig[f"masked_{r:g}"]
+        for m in models:
+            row = next(x for x in rows if x["role"] == m.role and x["mask_ratio"] == r)
+            sub = f"PSNR {row['psnr']:.2f}" + (f", rFID {row['rfid']:.2f}" if row["rfid"] is not None else "")
+            head = m.label if all(o.label != m.label for o in models if o is not m) else f"{m.label} [{m.role}]"
+            cols[f"{head}\n{sub}"] = fig[f"{m.role}_{r:g}"]
+        title = (f"mask ratio {r:g}" + (", visible patches pasted" if paste else "") +
+                 f" ({n} images{'' if n >= FULL_SCALE_IMAGES else '; rFID not comparable with 50k'})")
+        plot_recon_grid(cols, out / f"figure_{recon_dir_name(r, paste)}", title=title)
+
+
+def evaluate(cfg: ReconConfig, ctx: Context) -> Outcome:
+    """Reconstruct and write PNGs for every model x mask ratio, compute rFID / PSNR; one record per metric.
+
+    ``summary["rows"]``: ``[{"model", "role", "mask_ratio", "paste_visible", "rfid", "psnr", "psnr_masked",
+    "ssim", "n_images", "denorm_uses_gt_stats", "dir"}]``; also written to OUT/summary.json.
+    """
+    from gmae.engine.checkpoint import require_file
+    from gmae.io import atomic_write_json
+
+    from eval import fid as fidlib
+
+    t0 = time.perf_counter()
+    # -- every input check before any model runs -------------------------------------------------------------
+    if cfg.checkpoint_mae is not None:
+        require_file(cfg.checkpoint_mae, "checkpoint_mae")
+    files, names = _check_data(cfg)
+    spec = _fid_extractor(cfg)
+    models = [_load_model("model", ctx.checkpoint, cfg.run.model_name)]
+    if cfg.checkpoint_mae is not None:
+        models.append(_load_model("mae", cfg.checkpoint_mae, cfg.run.mae_model_name))
+    img_size, resize = _crop_sizes(cfg, models)
+
+    out = ctx.out_dir
+    settings = [(r, bool(cfg.paste_visible and r > 0)) for r in cfg.mask_ratios]
+    if cfg.paste_visible and any(r == 0 for r in cfg.mask_ratios):
+        print("gmae eval recon: --paste-visible has no effect at mask ratio 0 (every patch is visible); "
+              "ratio 0 is reconstructed without pasting", file=sys.stderr)
+    dirs = _output_dirs(out, models, settings, names)
+    for m in models:
+        m.net.to(ctx.device).eval()
+    res = _reconstruct(cfg, models, settings, files, names, dirs, img_size, resize, ctx.device)
+    t_recon = time.perf_counter() - t0
+    rfid, ref_cached = _rfid(cfg, spec, dirs, names, ctx.device)
 
     # -- records -----------------------------------------------------------------------------------------------
-    conf = config_to_dict(cfg)
+    n = len(files)
     notes = (f"{n} images; FID not computed (fid.enabled=false)" if spec is None else
              "rFID over the full ImageNet val set (50k)" if n >= FULL_SCALE_IMAGES else
              f"rFID over {n} images: FID is biased by the number of images, so this value is NOT comparable with "
@@ -486,49 +510,41 @@ def run_recon(cfg: ReconConfig, checkpoint: str, checkpoint_mae: str | None = No
     common = dict(n_images=n, img_size=img_size, resize=resize, preprocessing=f"Resize({resize}, bicubic) + "
                   f"CenterCrop({img_size}); reconstructions clamped to [0, 1] and quantised to uint8 PNG",
                   fid_impl=fidlib.fid_implementation() if spec else None,
-                  feature_extractor=spec.label() if spec else None, seed=cfg.seed, notes=notes,
-                  out_dir=str(out))
+                  feature_extractor=spec.label() if spec else None, seed=cfg.seed, notes=notes)
     rows, records = [], []
     for m in models:
         for r, paste in settings:
             key = (m.role, r)
             row = {"model": m.label, "role": m.role, "mask_ratio": r, "paste_visible": paste, "rfid": rfid[key],
-                   "psnr": float(psnr[key].mean()), "psnr_masked": float(psnr_m[key].mean()) if r > 0 else None,
-                   "ssim": float(ssim[key].mean()) if cfg.ssim else None, "n_images": n,
-                   "denorm_uses_gt_stats": gt_stats_flags.get(key, False), "dir": str(dirs[key])}
+                   "psnr": float(res.psnr[key].mean()),
+                   "psnr_masked": float(res.psnr_masked[key].mean()) if r > 0 else None,
+                   "ssim": float(res.ssim[key].mean()) if cfg.ssim else None, "n_images": n,
+                   "denorm_uses_gt_stats": res.gt_stats.get(key, False), "dir": str(dirs[key])}
             rows.append(row)
-            for metric in METRICS:
-                if row[metric] is None:
-                    continue
-                records.append(make_record(
-                    "recon", metric, row[metric], model=m.label, checkpoint=m.checkpoint, config=conf,
-                    data=str(cfg.data.root), mask_ratio=r, paste_visible=paste,
-                    denorm_uses_gt_stats=row["denorm_uses_gt_stats"], recon_dir=str(dirs[key]), **common))
-    ResultsStore(results or out).append(records)
+            records += [ctx.record("recon", metric, row[metric], model=m.label, checkpoint=m.checkpoint,
+                                   mask_ratio=r, paste_visible=paste, denorm_uses_gt_stats=row["denorm_uses_gt_stats"],
+                                   recon_dir=str(dirs[key]), **common)
+                        for metric in METRICS if row[metric] is not None]
 
-    _write_per_image(out / "per_image.csv", names, models, settings, psnr, psnr_m, ssim)
+    _write_per_image(out / "per_image.csv", names, models, settings, res.psnr, res.psnr_masked, res.ssim)
     summary = {"rows": rows, "extractor": spec.describe() if spec else None, "fid_impl": common["fid_impl"],
                "reference_stats_cached": ref_cached, "n_images": n, "notes": notes, "out_dir": str(out),
                "seconds": {"reconstruct": round(t_recon, 2), "total": round(time.perf_counter() - t0, 2)}}
-    from gmae.io import atomic_write_json
-
     atomic_write_json(out / "summary.json", summary)
-    if fig_n > 0:
-        from reports.figures_recon import plot_recon_grid
+    if min(cfg.figure_images, n) > 0:
+        _figures(out, models, settings, rows, res.figure, n)
+    return Outcome(records, _summary_lines(summary), summary)
 
-        for r, paste in settings:
-            cols = {"input": fig["input"]}
-            if r > 0:
-                cols[f"masked input ({r:.0%})"] = fig[f"masked_{r:g}"]
-            for m in models:
-                row = next(x for x in rows if x["role"] == m.role and x["mask_ratio"] == r)
-                sub = f"PSNR {row['psnr']:.2f}" + (f", rFID {row['rfid']:.2f}" if row["rfid"] is not None else "")
-                head = m.label if all(o.label != m.label for o in models if o is not m) else f"{m.label} [{m.role}]"
-                cols[f"{head}\n{sub}"] = fig[f"{m.role}_{r:g}"]
-            title = (f"mask ratio {r:g}" + (", visible patches pasted" if paste else "") +
-                     f" ({n} images{'' if n >= FULL_SCALE_IMAGES else '; rFID not comparable with 50k'})")
-            plot_recon_grid(cols, out / f"figure_{recon_dir_name(r, paste)}", title=title)
-    return {**summary, "records": records}
+
+def _summary_lines(summary: dict) -> str:
+    lines = []
+    for row in summary["rows"]:
+        rfid = "n/a" if row["rfid"] is None else f"{row['rfid']:.2f}"
+        pm = "" if row["psnr_masked"] is None else f"  psnr_masked {row['psnr_masked']:.2f}"
+        lines.append(f"{row['model']:<28} mask {row['mask_ratio']:<5g} paste {str(row['paste_visible']):<5}  "
+                     f"rFID {rfid:>8}  PSNR {row['psnr']:.2f}{pm}")
+    lines.append(f"{summary['n_images']} images; {summary['notes']}; -> {summary['out_dir']}")
+    return "\n".join(lines)
 
 
 def _write_per_image(path: Path, names, models, settings, psnr, psnr_m, ssim) -> None:
@@ -552,60 +568,11 @@ def _write_per_image(path: Path, names, models, settings, psnr, psnr_m, ssim) ->
     atomic_write(path, write, mode="w")
 
 
-# ----------------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint (checkpoint.pth) of GMAE or MAE")
-    parser.add_argument("--checkpoint-mae", default=None,
-                        help="a second checkpoint (the MAE baseline) evaluated on the same images and masks")
-    parser.add_argument("--data", default=None, help="image folder (overrides data.root), searched recursively")
-    parser.add_argument("--mask-ratio", nargs="+", default=None, metavar="R",
-                        help="mask ratio(s), e.g. 0 0.75 (overrides mask_ratios; the paper's rFID uses 0)")
-    parser.add_argument("--paste-visible", action="store_true", help="paste the visible input patches back")
-    parser.add_argument("--out", default=None, help="output dir (overrides run.out_dir)")
-    parser.add_argument("--results", default=None, help="results store (dir or .jsonl); default: the output dir")
-    parser.add_argument("--config", default=None,
-                        help="YAML file or a name under configs/ (recon/imagenet_val, recon/tiny)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.max_images=8")
-
-
-def config_from_args(args: argparse.Namespace) -> ReconConfig:
-    from gmae.config import load_config
-
-    overrides = list(args.overrides)
-    ratios = None
-    if args.mask_ratio is not None:
-        # `--mask-ratio 0 0.75 key=value` : argparse hands the trailing overrides to --mask-ratio
-        overrides += [a for a in args.mask_ratio if "=" in a]
-        try:
-            ratios = [float(a) for a in args.mask_ratio if "=" not in a]
-        except ValueError:
-            raise InputError(f"--mask-ratio: not a number in {args.mask_ratio}") from None
-        overrides.append(f"mask_ratios={json.dumps(ratios)}")
-    if args.paste_visible:
-        overrides.append("paste_visible=true")
-    if args.out is not None:
-        overrides.append(f"run.out_dir={args.out}")
-    if args.data is not None:
-        overrides.append(f"data.root={args.data}")
-    return load_config(ReconConfig, args.config, overrides)
-
-
-def run(args: argparse.Namespace) -> int:
-    from gmae.config import ConfigError
-
-    try:
-        cfg = config_from_args(args)
-        summary = run_recon(cfg, args.checkpoint, args.checkpoint_mae, results=args.results)
-    except (InputError, ConfigError) as e:
-        print(f"gmae eval recon: error: {e}", file=sys.stderr)
-        return 2
-    for row in summary["rows"]:
-        rfid = "n/a" if row["rfid"] is None else f"{row['rfid']:.2f}"
-        pm = "" if row["psnr_masked"] is None else f"  psnr_masked {row['psnr_masked']:.2f}"
-        print(f"{row['model']:<28} mask {row['mask_ratio']:<5g} paste {str(row['paste_visible']):<5}  "
-              f"rFID {rfid:>8}  PSNR {row['psnr']:.2f}{pm}")
-    print(f"{summary['n_images']} images; {summary['notes']}; -> {summary['out_dir']}")
-    return 0
+command = EvalCommand(
+    "recon", ReconConfig, evaluate, validate=validate, data_help="image folder, searched recursively (sets data.root)",
+    config_help="(recon/imagenet_val, recon/tiny)",
+    shortcuts=[Shortcut("--checkpoint-mae", "checkpoint_mae",
+                        "a second checkpoint (the MAE baseline) evaluated on the same images and masks"),
+               Shortcut("--mask-ratio", "mask_ratios", "mask ratio(s), e.g. 0 0.75 (the paper's rFID uses 0)",
+                        nargs="+"),
+               Shortcut("--paste-visible", "paste_visible", "paste the visible input patches back", switch=True)])
