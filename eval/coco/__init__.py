@@ -1,7 +1,7 @@
 """COCO detection: ViTDet Mask R-CNN in detectron2 on a GMAE / MAE encoder; box and mask AP.
 
   gmae eval coco --checkpoint CKPT --coco DIR [--config FILE] [--num-gpus N] [--ims-per-gpu b]
-                 [--out DIR] [--results DIR] [--model NAME] [--resume] [key=value ...]
+                 [--out DIR] [--results DIR] [--model-name NAME] [--resume] [key=value ...]
 
 CKPT: our training checkpoint, a `gmae export` file, an official MAE checkpoint or timm weights; the encoder is
 taken out on the fly (gmae.engine.checkpoint.load_encoder_weights), renamed to detectron2's ViT
@@ -23,41 +23,94 @@ Needs detectron2: `bash scripts/install_detectron2.sh` (see eval/coco/install.py
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import List, Optional
+
+from eval.command import Context, EvalCommand, EvalRunConfig, Outcome, Shortcut
 
 DEFAULT_CONFIG = "mask_rcnn_vitdet_b_100ep"
+# keys of CocoConfig; every other key=value is a detectron2 LazyConfig override (train.max_iter=..., ...)
+OWN_KEYS = ("data.", "run.", "detectron2_config=", "lazy_overrides=")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="encoder checkpoint: checkpoint.pth, a `gmae export` file, official MAE or timm weights")
-    parser.add_argument("--coco", required=True, help="COCO root with annotations/, train2017/, val2017/")
-    parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help=f"LazyConfig file or name under configs/coco/ (default {DEFAULT_CONFIG})")
-    parser.add_argument("--num-gpus", type=int, default=1, help="processes (one per GPU; default 1)")
-    parser.add_argument("--ims-per-gpu", type=int, default=None,
-                        help="images per process; sets the batch to N x b and rescales lr and iterations")
-    parser.add_argument("--out", default=None, help="output dir (default runs/coco/<config name>)")
-    parser.add_argument("--results", default=None, help="results store (dir or .jsonl); default: the output dir")
-    parser.add_argument("--model", default=None, help="model label of the records (default: from the checkpoint)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    parser.add_argument("--dist-url", default="auto", help="torch.distributed init url for --num-gpus > 1")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="LazyConfig overrides")
+@dataclass
+class CocoDataConfig:
+    root: str = "???"  # COCO 2017 root: annotations/instances_{train,val}2017.json, train2017/, val2017/
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class CocoRunConfig(EvalRunConfig):
+    out_dir: str = ""  # "" = runs/coco/<config name>
+    num_gpus: int = 1  # processes, one per GPU
+    # images per process: the batch becomes num_gpus x ims_per_gpu, lr and iterations rescaled (module docstring)
+    ims_per_gpu: Optional[int] = None
+    resume: bool = False  # continue from the last checkpoint in the output dir
+    dist_url: str = "auto"  # torch.distributed init url for num_gpus > 1
+
+
+@dataclass
+class CocoConfig:
+    """The shell's view of a COCO run; the detector itself is the LazyConfig ``detectron2_config`` plus
+    ``lazy_overrides`` (detectron2's keys, in reference-batch units)."""
+    detectron2_config: str = DEFAULT_CONFIG
+    lazy_overrides: List[str] = field(default_factory=list)
+    data: CocoDataConfig = field(default_factory=CocoDataConfig)
+    run: CocoRunConfig = field(default_factory=CocoRunConfig)
+
+
+def configure(command: EvalCommand, config_file: Optional[str], overrides: list[str]) -> CocoConfig:
+    """--config names the LazyConfig; key=value pairs go to CocoConfig when they are its keys, else to detectron2."""
+    own = [o for o in overrides if o.startswith(OWN_KEYS)]
+    lazy = [o for o in overrides if not o.startswith(OWN_KEYS)]
+    if config_file is not None:
+        own.append(f"detectron2_config={config_file}")
+    cfg = EvalCommand.config(command, None, own)
+    cfg.lazy_overrides = list(cfg.lazy_overrides) + lazy
+    if not cfg.run.out_dir:
+        cfg.run.out_dir = str(Path("runs") / "coco" / Path(cfg.detectron2_config).stem)
+    return cfg
+
+
+def validate(cfg: CocoConfig) -> None:
+    if cfg.run.num_gpus < 1:
+        raise ValueError(f"run.num_gpus must be >= 1, got {cfg.run.num_gpus}")
+    if cfg.run.ims_per_gpu is not None and cfg.run.ims_per_gpu < 1:
+        raise ValueError(f"run.ims_per_gpu must be >= 1 or null, got {cfg.run.ims_per_gpu}")
+
+
+def evaluate(cfg: CocoConfig, ctx: Context) -> Outcome:
+    """Train + evaluate ViTDet on ``run.num_gpus`` processes (eval/coco/train.py); the records come back from
+    rank 0 through OUT/records.json, also when the processes were spawned."""
     from eval.coco.install import require_detectron2
 
     require_detectron2()
-    from eval.coco.train import RunSpec, run_coco
+    from eval.coco.train import RunSpec, read_records, run_coco
 
-    out = args.out or str(Path("runs") / "coco" / Path(args.config).stem)
-    spec = RunSpec(config=args.config, coco=args.coco, checkpoint=args.checkpoint, out_dir=out,
-                   overrides=list(args.overrides), num_gpus=args.num_gpus, ims_per_gpu=args.ims_per_gpu,
-                   results=args.results, model_name=args.model, resume=args.resume, dist_url=args.dist_url)
-    results = run_coco(spec)
-    if results:
-        box, mask = results.get("bbox", {}), results.get("segm", {})
-        print(f"box AP {box.get('AP', float('nan')):.2f}  mask AP {mask.get('AP', float('nan')):.2f}  ({out})")
-    return 0
+    spec = RunSpec(config=cfg.detectron2_config, coco=cfg.data.root, checkpoint=str(ctx.checkpoint),
+                   out_dir=str(ctx.out_dir), overrides=list(cfg.lazy_overrides), num_gpus=cfg.run.num_gpus,
+                   ims_per_gpu=cfg.run.ims_per_gpu, model_name=ctx.model_label(), resume=cfg.run.resume,
+                   dist_url=cfg.run.dist_url)
+    run_coco(spec)
+    records = read_records(spec.out_dir)
+    values = {r["metric"]: (float("nan") if r["value"] is None else r["value"]) for r in records}
+    line = (f"box AP {values.get('ap_box', float('nan')):.2f}  mask AP {values.get('ap_mask', float('nan')):.2f}"
+            f"  ({ctx.out_dir})")
+    return Outcome(records, line, values)
+
+
+class _CocoCommand(EvalCommand):
+    def config(self, config_file=None, overrides=()):
+        return configure(self, config_file, list(overrides))
+
+
+command = _CocoCommand(
+    "coco", CocoConfig, evaluate, validate=validate, saves_config=True,
+    data_help="COCO root with annotations/, train2017/, val2017/ (sets data.root)",
+    config_help=f"(a detectron2 LazyConfig file or name under configs/coco/; default {DEFAULT_CONFIG})",
+    shortcuts=[Shortcut("--coco", "data.root", "COCO root (same as --data)"),
+               Shortcut("--num-gpus", "run.num_gpus", "processes, one per GPU (default 1)"),
+               Shortcut("--ims-per-gpu", "run.ims_per_gpu",
+                        "images per process; sets the batch to N x b and rescales lr and iterations"),
+               Shortcut("--resume", "run.resume", "continue from the last checkpoint in --out", switch=True),
+               Shortcut("--dist-url", "run.dist_url", "torch.distributed init url for --num-gpus > 1")])

@@ -156,13 +156,3 @@ def safe_checkpointer(model: torch.nn.Module, save_dir: str | Path, **checkpoint
             return loaded
 
     return _SafeCheckpointer(model, str(save_dir), **checkpointables)
-
-
-def load_encoder(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(encoder state dict in timm names, arch) from a training checkpoint, an export, MAE or timm weights."""
-    from gmae.engine.checkpoint import load_encoder_weights
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--checkpoint: file not found: {p}")
-    return load_encoder_weights(p)

@@ -35,7 +35,6 @@ class RunSpec:
     overrides: list[str] = field(default_factory=list)
     num_gpus: int = 1
     ims_per_gpu: Optional[int] = None
-    results: Optional[str] = None
     model_name: Optional[str] = None
     resume: bool = False
     dist_url: str = "auto"
@@ -103,10 +102,11 @@ def check_inputs(spec: RunSpec):
 
     Returns (cfg, info, arch).
     """
-    from eval.coco.checkpoint import check_architecture, load_encoder, resume_file
+    from eval.coco.checkpoint import check_architecture, resume_file
+    from gmae.engine.checkpoint import load_encoder_weights
 
     cfg, info = build_config(spec)
-    _, arch = load_encoder(spec.checkpoint)
+    _, arch = load_encoder_weights(spec.checkpoint)
     check_architecture(arch, cfg.model.backbone.net, spec.checkpoint)
     if spec.resume:
         resume_file(spec.out_dir)  # a foreign last_checkpoint is refused before any work
@@ -142,7 +142,8 @@ def worker(spec: RunSpec) -> Optional[dict[str, Any]]:
     from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
 
-    from eval.coco.checkpoint import check_architecture, load_backbone, load_encoder, resume_file, safe_checkpointer
+    from eval.coco.checkpoint import check_architecture, load_backbone, resume_file, safe_checkpointer
+    from gmae.engine.checkpoint import load_encoder_weights
 
     _setup_logging(spec.out_dir)
     cfg, info = build_config(spec)
@@ -156,7 +157,7 @@ def worker(spec: RunSpec) -> Optional[dict[str, Any]]:
     model.to(cfg.train.device)
     checkpointer_dir = spec.out_dir
     resume_path = resume_file(checkpointer_dir) if spec.resume else None
-    encoder, arch = load_encoder(spec.checkpoint)
+    encoder, arch = load_encoder_weights(spec.checkpoint)
     check_architecture(arch, cfg.model.backbone.net, spec.checkpoint)
     backbone = load_backbone(model, encoder, source=spec.checkpoint)
     del encoder
@@ -195,7 +196,7 @@ def worker(spec: RunSpec) -> Optional[dict[str, Any]]:
     if "bbox" not in results:
         raise RuntimeError(f"evaluation produced no box AP (got {sorted(results)}); see {spec.out_dir}/log.txt")
     records = write_records(results, spec, cfg, info, backbone)
-    logger.info("appended %d coco records to %s", len(records), spec.results or spec.out_dir)
+    logger.info("wrote %d coco records to %s", len(records), Path(spec.out_dir) / RECORDS_FILE)
     return results
 
 
@@ -211,11 +212,17 @@ def metric_values(results: dict[str, dict[str, float]]) -> dict[str, Optional[fl
     return out
 
 
+RECORDS_FILE = "records.json"
+
+
 def write_records(results, spec: RunSpec, cfg, info, backbone) -> list[dict]:
+    """The records of rank 0's final evaluation, written to OUT/records.json for the launching process (the
+    eval shell appends them to the results store)."""
     import detectron2
 
-    from eval.common import stored_model_name
-    from gmae.results import ResultsStore, make_record
+    from gmae.engine.checkpoint import stored_model_name
+    from gmae.io import atomic_write_json
+    from gmae.results import make_record
 
     name = spec.model_name or stored_model_name(spec.checkpoint)
     config = {"file": info["config_file"], "overrides": info["overrides"], "saved": str(Path(spec.out_dir) /
@@ -228,8 +235,17 @@ def write_records(results, spec: RunSpec, cfg, info, backbone) -> list[dict]:
                            detectron2=detectron2.__version__, evaluator="pycocotools COCOeval (official)",
                            backbone_tensors_loaded=backbone["loaded"])
                for metric, value in metric_values(results).items()]
-    ResultsStore(spec.results or spec.out_dir).append(records)
+    atomic_write_json(Path(spec.out_dir) / RECORDS_FILE, records)
     return records
+
+
+def read_records(out_dir: str | Path) -> list[dict]:
+    import json
+
+    path = Path(out_dir) / RECORDS_FILE
+    if not path.is_file():
+        raise RuntimeError(f"the COCO run wrote no {path}; see {Path(out_dir) / 'log.txt'}")
+    return json.loads(path.read_text())
 
 
 def run_coco(spec: RunSpec) -> Optional[dict[str, Any]]:
@@ -238,6 +254,7 @@ def run_coco(spec: RunSpec) -> Optional[dict[str, Any]]:
 
     _, info, _ = check_inputs(spec)
     spec = replace(spec, data_info=info["data"])
+    (Path(spec.out_dir) / RECORDS_FILE).unlink(missing_ok=True)  # never hand back an earlier run's numbers
     if spec.num_gpus == 1:
         return worker(spec)
     launch(worker, spec.num_gpus, num_machines=1, machine_rank=0, dist_url=spec.dist_url, args=(spec,))
