@@ -240,7 +240,7 @@ def _train_tiny(tiny_data, out, config, *extra):
 def test_command_end_to_end_on_tiny_gmae_and_mae(tiny_data, tmp_path, capsys):
     from gmae.cli import main
     from gmae.data.transforms import eval_transform
-    from gmae.engine.export import load_pretrained_model
+    from gmae.engine.checkpoint import load_pretrained_model
     from gmae.results import ResultsStore
 
     gmae_ckpt = _train_tiny(tiny_data, tmp_path / "gmae", "pretrain/gmae_tiny", "model.num_gaussians=16")

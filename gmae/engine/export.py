@@ -69,26 +69,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_pretrained_model(checkpoint: str | Path):
-    """Rebuild the model of a training checkpoint from its stored config and load its weights."""
-    from gmae.config import config_from_dict
-    from gmae.engine.checkpoint import load_checkpoint
-    from gmae.engine.config import PretrainConfig
-    from gmae.models import create_model
-
-    ckpt = load_checkpoint(checkpoint)
-    if "config" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{checkpoint}: not a gmae training checkpoint (no 'config'/'model')")
-    cfg = config_from_dict(PretrainConfig, ckpt["config"], source=str(checkpoint))
-    model = create_model(cfg.model.name, img_size=cfg.data.img_size, **cfg.model.constructor_overrides())
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{checkpoint}: weights do not fit {cfg.model.name}: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
-    model.eval()
-    return model, cfg
-
-
 def write_ply(path: str | Path, means, scales, quats, colors, opacities) -> Path:
     """Binary little-endian .ply in the 3DGS layout (log scales, logit opacity, f_dc from RGB)."""
     n = means.shape[0]
@@ -112,9 +92,9 @@ def export_gaussians(checkpoint: str | Path, images: list[str], out_dir: str | P
     for p in images:
         if not Path(p).is_file():
             raise FileNotFoundError(f"image not found: {p}")
-    model, cfg = load_pretrained_model(checkpoint)
-    if not hasattr(model, "decode_gaussians"):
-        raise ValueError(f"{checkpoint}: model {cfg.model.name} does not predict Gaussians")
+    from gmae.engine.checkpoint import load_pretrained_model
+
+    model, cfg = load_pretrained_model(checkpoint, needs="decode_gaussians")
     tf = eval_transform(cfg.data.img_size)
     out_dir = Path(out_dir)
     written = []
