@@ -136,6 +136,11 @@ def validate(cfg: ReconConfig) -> None:
         raise InputError(f"run.png_compress_level must be in 0..9, got {cfg.run.png_compress_level}")
     if cfg.figure_images < 0:
         raise InputError(f"figure_images must be >= 0, got {cfg.figure_images}")
+    out_abs, data_abs = Path(cfg.run.out_dir).resolve(), Path(cfg.data.root).resolve()
+    if out_abs == data_abs or data_abs in out_abs.parents:
+        # the images are searched recursively: the next run would score its own reconstructions as inputs
+        raise InputError(f"run.out_dir {cfg.run.out_dir} is inside data.root {cfg.data.root}; put the outputs "
+                         "elsewhere")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -300,12 +305,7 @@ def _load_model(role: str, path: str | os.PathLike, label: Optional[str]) -> _Mo
 # ----------------------------------------------------------------------------------------------------------
 
 def _check_data(cfg: ReconConfig) -> tuple[list[Path], list[str]]:
-    """The image files and their output names; refuses an output folder inside the data folder."""
-    out_abs, data_abs = Path(cfg.run.out_dir).resolve(), Path(cfg.data.root).resolve()
-    if out_abs == data_abs or data_abs in out_abs.parents:
-        # the images are searched recursively: the next run would score its own reconstructions as inputs
-        raise InputError(f"run.out_dir {cfg.run.out_dir} is inside data.root {cfg.data.root}; put the outputs "
-                         "elsewhere")
+    """The image files and their output names."""
     try:
         files = find_images(cfg.data.root, cfg.data.max_images)
     except FileNotFoundError as e:

@@ -74,12 +74,13 @@ def _check_records(recs, protocol, ckpt, n=2):
 # --------------------------------------------------------------------------------------------------------------
 
 def test_features_match_our_encoder(tiny_encoder_file):
-    from eval.common import FrozenEncoder, build_encoder, pooled_features
+    from eval.common import FrozenEncoder, pooled_features
+    from gmae.engine.checkpoint import build_vit
     from gmae.engine.checkpoint import load_encoder_weights
     from gmae.models.vit import MaskedViTEncoder
 
     sd, arch = load_encoder_weights(tiny_encoder_file)
-    vit = build_encoder(sd, arch, 64)
+    vit = build_vit(sd, arch, 64)
     frozen = FrozenEncoder(vit, "cls").train()  # asked for train mode, stays in eval mode and frozen
     assert not any(m.training for m in vit.modules()) and not any(p.requires_grad for p in vit.parameters())
     ours = MaskedViTEncoder(**TINY_ARCH).eval()

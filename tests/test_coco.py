@@ -258,7 +258,8 @@ def test_vit_b_train_loader_on_polygon_annotations(coco_dir, tmp_path):
 def test_round_trip_export_to_detectron2_vit_tensors_identical(tiny_encoder):
     from detectron2.config import instantiate
 
-    from eval.coco.checkpoint import encoder_to_detectron2, load_backbone, load_encoder
+    from eval.coco.checkpoint import encoder_to_detectron2, load_backbone
+    from gmae.engine.checkpoint import load_encoder_weights as load_encoder
 
     export, arch = load_encoder(tiny_encoder["export"])
     from_train, _ = load_encoder(tiny_encoder["train_ckpt"])
@@ -288,7 +289,8 @@ def test_detectron2_vit_computes_what_the_encoder_blocks_compute(tiny_encoder):
     export equals the encoder's own timm blocks run on the patch tokens (no CLS, no final norm)."""
     from detectron2.modeling.backbone.vit import ViT
 
-    from eval.coco.checkpoint import load_backbone, load_encoder
+    from eval.coco.checkpoint import load_backbone
+    from gmae.engine.checkpoint import load_encoder_weights as load_encoder
     from eval.coco.lazy_config import layer_norm
 
     export, _ = load_encoder(tiny_encoder["export"])
@@ -310,7 +312,8 @@ def test_detectron2_vit_computes_what_the_encoder_blocks_compute(tiny_encoder):
 def test_checkpoint_missing_backbone_keys_is_refused(tiny_encoder, tmp_path, coco_dir):
     from detectron2.config import instantiate
 
-    from eval.coco.checkpoint import BackboneLoadError, load_backbone, load_encoder
+    from eval.coco.checkpoint import BackboneLoadError, load_backbone
+    from gmae.engine.checkpoint import load_encoder_weights as load_encoder
     from eval.coco.train import RunSpec, run_coco
 
     export, arch = load_encoder(tiny_encoder["export"])
@@ -326,11 +329,10 @@ def test_checkpoint_missing_backbone_keys_is_refused(tiny_encoder, tmp_path, coc
     bad = tmp_path / "partial.pth"
     torch.save({"model": partial, "encoder_arch": arch}, bad)
     out = tmp_path / "run"
-    spec = RunSpec(config="mask_rcnn_vitdet_tiny", coco=str(coco_dir), checkpoint=str(bad), out_dir=str(out),
-                   results=str(tmp_path / "store"))
+    spec = RunSpec(config="mask_rcnn_vitdet_tiny", coco=str(coco_dir), checkpoint=str(bad), out_dir=str(out))
     with pytest.raises(BackboneLoadError, match=str(bad)):
         run_coco(spec)
-    assert not (out / "model_final.pth").exists() and not (tmp_path / "store").exists()
+    assert not (out / "model_final.pth").exists() and not (out / "records.json").exists()
 
 
 @needs_d2
@@ -465,7 +467,7 @@ def test_resume_continues_from_the_last_checkpoint(tiny_encoder, coco_dir, tmp_p
 
     out = tmp_path / "run"
     common = dict(config="mask_rcnn_vitdet_tiny", coco=str(coco_dir), checkpoint=str(tiny_encoder["export"]),
-                  out_dir=str(out), results=str(tmp_path / "store"))
+                  out_dir=str(out))
     run_coco(RunSpec(**common, overrides=["train.max_iter=2", "lr_multiplier.milestones=[1]", "train.log_period=1"]))
     first = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
     assert first["iteration"] == 1

@@ -512,15 +512,19 @@ def test_fid_inception_tensors_are_handed_over_intact(tmp_path, monkeypatch):
     (["eval", "bsds", "--pred", "{tmp}/nopred", "--gt", "{tmp}/nogt", "--out", "{tmp}/r.json"], "nopred"),
     (["pretrain", "--config", "{tmp}/nothere.yaml"], "nothere.yaml"),
     (["pretrain", "--config", "pretrain/gmae_tiny", "--data", "{tmp}", "run.device=cuda"], "run.device=cuda"),
-    pytest.param(["eval", "coco", "--checkpoint", "{tmp}/missing.pth", "--coco", "{tmp}/nococo", "--config",
+    (["eval", "knn", "--checkpoint", "{tmp}/missing.pth", "--data", "{tmp}"], "missing.pth"),
+    # the checkpoint file exists (its contents are read last): the config, devices and data are checked first
+    pytest.param(["eval", "coco", "--checkpoint", "{tmp}/unread.pth", "--coco", "{tmp}/nococo", "--config",
                   "mask_rcnn_vitdet_tiny"], "nococo", marks=needs_d2),
-    pytest.param(["eval", "coco", "--checkpoint", "{tmp}/missing.pth", "--coco", "{tmp}", "--config",
+    pytest.param(["eval", "coco", "--checkpoint", "{tmp}/unread.pth", "--coco", "{tmp}", "--config",
                   "mask_rcnn_vitdet_tiny", "train.max_iters=3"], "train.max_iters", marks=needs_d2),
-    pytest.param(["eval", "coco", "--checkpoint", "{tmp}/missing.pth", "--coco", "{tmp}"], "CUDA",
+    pytest.param(["eval", "coco", "--checkpoint", "{tmp}/unread.pth", "--coco", "{tmp}"], "CUDA",
                  marks=[needs_d2, pytest.mark.skipif(_has_cuda(), reason="needs a machine without CUDA")]),
 ])
 def test_commands_turn_bad_input_into_one_line(tmp_path, capsys, argv, names):
     from gmae.cli import main
+
+    (tmp_path / "unread.pth").write_bytes(b"not a checkpoint")
 
     code = main([a.format(tmp=tmp_path) for a in argv])
     line = _one_line(capsys)
