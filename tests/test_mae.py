@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.mae import MAE, NORM_PIX_EPS
-from baselines.mae_checkpoint import export_official_mae, from_official_mae, load_official_mae, to_official_mae
+from gmae.models.mae import MAE, NORM_PIX_EPS
+from gmae.models.mae_checkpoint import export_official_mae, from_official_mae, load_official_mae, to_official_mae
 from gmae.models import create_model
 from gmae.models.base import IMAGENET_MEAN, IMAGENET_STD
 

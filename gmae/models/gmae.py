@@ -21,7 +21,9 @@ import torch
 import torch.nn as nn
 
 from gmae.models.base import MaskedAutoencoder, imagenet_denormalize
-from gmae.models.vit import MaskedViTEncoder, decoder_blocks, init_mae_weights, patchify, sincos_pos_embed_2d
+from gmae.models.registry import register_model
+from gmae.models.vit import (VIT_SIZES, MaskedViTEncoder, decoder_blocks, init_mae_weights, patchify,
+                             sincos_pos_embed_2d)
 from gmae.render import Gaussians, render
 
 GAUSSIAN_CHANNELS = 14
@@ -193,3 +195,20 @@ class GMAE(MaskedAutoencoder):
         """The k Gaussians predicted for ``imgs`` (mask ratio 0 = the zero-shot read-outs' setting)."""
         latent, _, _, ids_keep = self.encoder(imgs, mask_ratio, noise)
         return self.decode_gaussians(latent, ids_keep)
+
+
+# The registered GMAE sizes (see VIT_SIZES): ViT-B/16 is the paper's; ViT-L/16 for users who scale up.
+@register_model
+def gmae_vit_base_patch16(**kw) -> GMAE:
+    return GMAE(**{**VIT_SIZES["base_patch16"], "num_gaussians": 256, **kw})
+
+
+@register_model
+def gmae_vit_large_patch16(**kw) -> GMAE:
+    return GMAE(**{**VIT_SIZES["large_patch16"], "num_gaussians": 256, **kw})
+
+
+@register_model
+def gmae_vit_tiny_patch8(**kw) -> GMAE:
+    """CPU-sized GMAE for the tiny data (64 px, 8 x 8 patches): not a paper model."""
+    return GMAE(**{**VIT_SIZES["tiny_patch8"], "num_gaussians": 96, **kw})
