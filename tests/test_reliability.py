@@ -430,10 +430,10 @@ def test_nan_stop_is_one_line_naming_only_a_checkpoint_that_exists(tiny_data, tm
     import gmae.engine.train as train
     from gmae.cli import main
 
-    def nan_step(self, it, timed):  # every step non-finite, as with a diverged lr
+    def nan_step(self, it):  # every step non-finite, as with a diverged lr
         next(it)
         self._skip(f"non-finite loss at step {self.step}")
-        return float("nan"), float("nan"), None, None
+        return float("nan"), float("nan"), None
 
     monkeypatch.setattr(train.Trainer, "_train_step", nan_step)
     out = tmp_path / "run"
