@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gmae.data.bsds import find_bsds, load_gt_boundaries
 from gmae.render import Gaussians, batch_background, render
 
 from eval.zeroshot.layers import resize_map
@@ -162,26 +163,6 @@ def native_edge_map(soft: Tensor | np.ndarray, size: tuple[int, int], nms: bool 
     return np.clip(e, 0.0, 1.0)
 
 
-# ---------------------------------------------------------------------------------------------- data
-
-
-def find_bsds(root: Path, split: str = "test") -> tuple[Path, Optional[Path]]:
-    """(image dir, ground-truth dir or None) of a flat BSDS set (images/, groundTruth/) or the official release
-    (BSR, BSDS500 or BSDS500/data with images/<split>, groundTruth/<split>); else a plain folder of .jpg."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"--data: folder not found: {root}")
-    for base in (root, root / "data", root / "BSDS500" / "data", root / "BSR" / "BSDS500" / "data"):
-        if (base / "images" / split).is_dir():
-            gt = base / "groundTruth" / split
-            return base / "images" / split, gt if gt.is_dir() else None
-        if (base / "images").is_dir() and any(p.suffix.lower() == ".jpg" for p in (base / "images").iterdir()):
-            gt = base / "groundTruth"
-            return base / "images", gt if gt.is_dir() else None
-    if any(p.suffix.lower() == ".jpg" for p in root.iterdir()):
-        return root, None
-    raise FileNotFoundError(f"no BSDS images under {root} (looked for images/, images/{split}/ and *.jpg)")
-
-
 # ---------------------------------------------------------------------------------------------- command
 
 
@@ -263,8 +244,6 @@ def _check_ground_truth(images: list[Path], gt_dir: Path) -> None:
     """Read every .mat now (a few seconds for BSDS500's 200) so a malformed one is named before inference."""
     from PIL import Image
 
-    from eval.bsds import load_gt_boundaries
-
     for p in images:
         gt = load_gt_boundaries(gt_dir / f"{p.stem}.mat")
         with Image.open(p) as im:  # the header only
@@ -275,7 +254,7 @@ def _check_ground_truth(images: list[Path], gt_dir: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmae.data.datasets import load_rgb
+    from gmae.data.images import load_rgb
     from gmae.io import atomic_write, atomic_write_json
 
     from eval.zeroshot import figures

@@ -206,7 +206,7 @@ def _png(arr: np.ndarray) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmae.data.datasets import SaliencyDataset
+    from gmae.data.saliency import SaliencyDataset
     from gmae.data.transforms import denormalize
     from gmae.io import atomic_write, atomic_write_json, atomic_write_text
 

@@ -200,7 +200,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmae.data.datasets import ImageListDataset
+    from gmae.data.images import ImageListDataset
     from gmae.io import atomic_write
 
     from eval.zeroshot import figures

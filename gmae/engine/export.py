@@ -106,7 +106,7 @@ def write_ply(path: str | Path, means, scales, quats, colors, opacities) -> Path
 
 
 def export_gaussians(checkpoint: str | Path, images: list[str], out_dir: str | Path) -> list[Path]:
-    from gmae.data.datasets import load_rgb
+    from gmae.data.images import load_rgb
     from gmae.data.transforms import eval_transform
 
     for p in images:

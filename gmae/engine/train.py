@@ -83,7 +83,7 @@ def last_checkpoint_note(out_dir: Path) -> str:
 
 
 def build_dataset(cfg: PretrainConfig, num_patches: int) -> SeededSamples:
-    from gmae.data.datasets import ImageFolderDataset
+    from gmae.data.imagenet import ImageFolderDataset
     from gmae.data.transforms import pretrain_transform
 
     root = Path(cfg.data.root)
