@@ -22,6 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gmae.data.bsds import load_gt_boundaries  # noqa: E402
+
 from eval import bsds  # noqa: E402
 
 
@@ -29,7 +31,7 @@ def _pyedgeeval_counts(pred_path: Path, gt_path: Path, thr: np.ndarray) -> np.nd
     from pyEdgeEval.common.binary_label.evaluate_boundaries import evaluate_boundaries_threshold_multiple_gts
 
     pred = bsds.load_prediction(pred_path)
-    gts = [g.astype(np.uint8) for g in bsds.load_gt_boundaries(gt_path)]
+    gts = [g.astype(np.uint8) for g in load_gt_boundaries(gt_path)]
     cr, sr, cp, sp = evaluate_boundaries_threshold_multiple_gts(thr, pred, gts, max_dist=0.0075, apply_thinning=True)
     return np.stack([cr, sr, cp, sp], 1)
 
@@ -57,7 +59,7 @@ def main() -> int:
         # One process, image by image: the per-image cost.
         t0 = time.perf_counter()
         ours = {i: bsds.evaluate_image(bsds.load_prediction(pred_dir / f"{i}.png"),
-                                       bsds.load_gt_boundaries(gt_dir / f"{i}.mat"), thr) for i in ids}
+                                       load_gt_boundaries(gt_dir / f"{i}.mat"), thr) for i in ids}
         t1 = time.perf_counter() - t0
         ips1 = len(ids) / t1
         lines.append(f"ours, 1 process : {t1:7.1f} s for {len(ids)} images = {ips1:6.3f} images/s "

@@ -34,14 +34,14 @@ import torch  # noqa: E402
 from gmae.render import Gaussians, project  # noqa: E402
 from gmae.render.torch_backend import (  # noqa: E402
     CHUNK_ELEMS_CPU,
-    _background,
     _build_plan,
     _Chunk,
-    _features,
     _finish,
     _tile_pixels,
     _TileComposite,
     _untile,
+    batch_background,
+    splat_features,
 )
 
 B, N, SIZE = 4, 256, 224
@@ -72,13 +72,13 @@ def render_variant(g: Gaussians, centres: bool, culling: bool, v010_bwd: bool):
     """The tiled renderer with 0.1.0's centres / tile culling / backward switched on one by one."""
     proj = project(g, SIZE, SIZE, compat=V010 if centres else None)
     plan = _build_plan(proj, SIZE, SIZE, CHUNK_ELEMS_CPU, V010 if culling else None)
-    feat = _features(g, proj)
+    feat = splat_features(g, proj)
     m = B * N
     f_sum, t_fin = _TileComposite.apply(
         proj.means2d.reshape(m, 2), proj.conics.reshape(m, 3), g.opacities.reshape(m), feat.reshape(m, -1),
         plan, SIZE, SIZE, v010_bwd,
     )
-    return _finish(f_sum, t_fin, _background(None, B, g.means))[0], proj, plan
+    return _finish(f_sum, t_fin, batch_background(None, B, g.means.device, g.means.dtype))[0], proj, plan
 
 
 def clamp_fractions(g: Gaussians, proj, plan) -> tuple[float, float]:

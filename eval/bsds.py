@@ -60,6 +60,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, maximum_bipartite_matching, min_weight_full_bipartite_matching
 
+from gmae.data.bsds import boundaries_from_segmentation, ground_truth_mat_bytes, load_gt_boundaries
+
 from eval.edge_nms import thin
 
 DEFAULT_THRESHOLDS = 99
@@ -67,8 +69,8 @@ DEFAULT_MAX_DIST = 0.0075
 _EPS = np.finfo(np.float64).eps
 
 __all__ = [
-    "evaluate_image", "correspond", "summarize", "evaluate_dir", "load_gt_boundaries", "load_prediction",
-    "thresholds_for", "synthetic_image", "write_synthetic_set",
+    "evaluate_image", "correspond", "summarize", "evaluate_dir", "load_prediction", "thresholds_for",
+    "synthetic_image", "write_synthetic_set",
 ]
 
 
@@ -81,34 +83,6 @@ def thresholds_for(n: int) -> np.ndarray:
         raise ValueError(f"need at least one threshold, got {n}")
     n = int(n)
     return np.linspace(1.0 / (n + 1), 1.0 - 1.0 / (n + 1), n)
-
-
-def load_gt_boundaries(path: str | os.PathLike) -> list[np.ndarray]:
-    """The K annotators' boundary maps of a BSDS500 ``groundTruth`` .mat file, each (H, W) bool."""
-    from scipy.io import loadmat
-
-    path = Path(path)
-    try:
-        mat = loadmat(path)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"{path}: cannot read as a MATLAB .mat file: {e}") from e
-    if "groundTruth" not in mat:
-        keys = sorted(k for k in mat if not k.startswith("__"))
-        raise ValueError(f"{path}: no variable 'groundTruth' (found {keys})")
-    cell = mat["groundTruth"]
-    if cell.dtype != object or cell.size == 0:
-        raise ValueError(f"{path}: 'groundTruth' should be a non-empty 1 x K cell of structs")
-    out = []
-    for i, s in enumerate(cell.ravel()):
-        if s.dtype.names is None or "Boundaries" not in s.dtype.names:
-            raise ValueError(f"{path}: groundTruth{{{i + 1}}} has no field 'Boundaries'")
-        b = np.asarray(s["Boundaries"][0, 0])
-        if b.ndim != 2:
-            raise ValueError(f"{path}: groundTruth{{{i + 1}}}.Boundaries is not 2-D (shape {b.shape})")
-        if out and b.shape != out[0].shape:
-            raise ValueError(f"{path}: annotators disagree on the image size ({out[0].shape} vs {b.shape})")
-        out.append(b != 0)
-    return out
 
 
 def load_prediction(path: str | os.PathLike) -> np.ndarray:
@@ -555,14 +529,6 @@ def run(args: argparse.Namespace) -> int:
 # ============================================================================================ synthetic data
 
 
-def _seg_boundaries(seg: np.ndarray) -> np.ndarray:
-    """One-pixel boundaries of a label map: pixels whose right or lower neighbour has another label."""
-    b = np.zeros(seg.shape, bool)
-    b[:, :-1] |= seg[:, :-1] != seg[:, 1:]
-    b[:-1, :] |= seg[:-1, :] != seg[1:, :]
-    return b
-
-
 def synthetic_image(rng: np.random.Generator, height: int = 321, width: int = 481, n_annotators: int = 5,
                     n_regions: int = 25, clutter: float = 0.15) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """A BSDS-like test case: K perturbed piecewise-constant segmentations and a noisy soft prediction.
@@ -593,23 +559,13 @@ def synthetic_image(rng: np.random.Generator, height: int = 321, width: int = 48
         labels[merge] = rng.integers(0, n_regions, int(merge.sum()))
         seg = (labels[best] + 1).astype(np.uint16)
         segs.append(seg)
-        bds.append(_seg_boundaries(seg))
+        bds.append(boundaries_from_segmentation(seg).astype(bool))
     soft = ndi.gaussian_filter(np.mean(bds, axis=0), 1.5)
     soft /= max(soft.max(), 1e-12)
     soft *= 0.4 + 1.2 * ndi.gaussian_filter(rng.random((height, width)), 8)
     soft += clutter * ndi.gaussian_filter(rng.random((height, width)), 1.0)
     pred = np.round(np.clip(soft, 0, 1) * 255).astype(np.uint8)
     return pred, segs, bds
-
-
-def write_gt_mat(path: str | os.PathLike, segs: Sequence[np.ndarray], bds: Sequence[np.ndarray]) -> None:
-    """Write a BSDS500-layout ground-truth .mat (1 x K cell of structs with Segmentation and Boundaries)."""
-    from scipy.io import savemat
-
-    cell = np.empty((1, len(segs)), dtype=object)
-    for i, (s, b) in enumerate(zip(segs, bds)):
-        cell[0, i] = {"Segmentation": np.asarray(s, np.uint16), "Boundaries": np.asarray(b, np.uint8)}
-    savemat(str(path), {"groundTruth": cell})
 
 
 def write_synthetic_set(out_dir: str | os.PathLike, n_images: int, height: int = 321, width: int = 481,
@@ -634,5 +590,5 @@ def write_synthetic_set(out_dir: str | os.PathLike, n_images: int, height: int =
             pred = np.round(np.clip(edge_nms(pred / 255.0), 0, 1) * 255).astype(np.uint8)
         image_id = f"{100000 + i}"
         Image.fromarray(pred).save(pred_dir / f"{image_id}.png")
-        write_gt_mat(gt_dir / f"{image_id}.mat", segs, bds)
+        (gt_dir / f"{image_id}.mat").write_bytes(ground_truth_mat_bytes(segs, bds))
     return pred_dir, gt_dir

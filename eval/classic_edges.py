@@ -26,7 +26,7 @@ _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
 def _grey(path: Path) -> np.ndarray:
-    from gmae.data.datasets import load_rgb
+    from gmae.data.images import load_rgb
 
     return np.asarray(load_rgb(path).convert("L"), np.float64) / 255.0
 

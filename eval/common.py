@@ -77,34 +77,6 @@ def _validate_common(cfg: Any) -> None:
 # Inputs: data folders and the encoder
 # ----------------------------------------------------------------------------------------------------------
 
-def image_folders(cfg_data: EvalDataConfig, train_transform=None, val_transform=None):
-    """(train, val) ImageFolderDatasets; raises naming the folder if a split is missing, has no classes or
-    the two splits disagree on their classes."""
-    from gmae.data.datasets import ImageFolderDataset
-
-    root = Path(cfg_data.root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data.root: folder not found: {root}")
-    splits = {}
-    for name in (cfg_data.train_split, cfg_data.val_split):
-        d = root / name
-        if not d.is_dir():
-            raise FileNotFoundError(f"data.root: no {name!r} split folder in {root} (expected {d}/<class>/<image>)")
-        splits[name] = d
-    train = ImageFolderDataset(splits[cfg_data.train_split], transform=train_transform)
-    val = ImageFolderDataset(splits[cfg_data.val_split], transform=val_transform)
-    if len(train.classes) < 2:  # one class scores top-1 = 100 % whatever the encoder: a meaningless number
-        raise ValueError(f"{splits[cfg_data.train_split]}: classification needs >= 2 classes, found "
-                         f"{len(train.classes)} ({train.classes})")
-    if train.classes != val.classes:
-        only_train = sorted(set(train.classes) - set(val.classes))
-        only_val = sorted(set(val.classes) - set(train.classes))
-        raise ValueError(f"{root}: {cfg_data.train_split}/ and {cfg_data.val_split}/ hold different classes "
-                         f"(only in {cfg_data.train_split}: {only_train[:5]}, only in {cfg_data.val_split}: "
-                         f"{only_val[:5]}; {len(train.classes)} vs {len(val.classes)} classes)")
-    return train, val
-
-
 @dataclass
 class EvalInputs:
     checkpoint: Path
@@ -119,11 +91,13 @@ class EvalInputs:
 def load_inputs(cfg: Any, checkpoint: Path, train_transform=None, val_transform=None) -> EvalInputs:
     """Every input check, cheapest first (data folders and classes, encoder keys), before any model is built;
     all failures raise :class:`InputError` naming the file."""
+    from gmae.data.imagenet import image_folders
     from gmae.engine.checkpoint import load_encoder_weights
     from gmae.results import checkpoint_info
 
     try:
-        train, val = image_folders(cfg.data, train_transform, val_transform)
+        train, val = image_folders(cfg.data.root, cfg.data.train_split, cfg.data.val_split, train_transform,
+                                   val_transform)
         sd, arch = load_encoder_weights(checkpoint)
         patch = int(arch["patch_size"])
         if cfg.data.img_size % patch:

@@ -312,7 +312,7 @@ class _Uint8Images(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from gmae.data.datasets import load_rgb
+        from gmae.data.images import load_rgb
 
         arr = np.asarray(load_rgb(self.files[i]), dtype=np.uint8)
         return torch.from_numpy(arr.copy()).permute(2, 0, 1)

@@ -210,7 +210,7 @@ def quantize(rgb: torch.Tensor) -> np.ndarray:
 
 def find_images(root: str | os.PathLike, max_images: int | None = None) -> list[Path]:
     """Image files under ``root`` (recursive, following links), sorted by relative path; first ``max_images``."""
-    from gmae.data.datasets import IMG_EXTENSIONS
+    from gmae.data.images import IMG_EXTENSIONS
 
     d = Path(root)
     if not d.is_dir():
@@ -237,7 +237,7 @@ class _Crops(torch.utils.data.Dataset):
         from torchvision import transforms as T
         from torchvision.transforms import InterpolationMode
 
-        from gmae.data.datasets import ImageListDataset
+        from gmae.data.images import ImageListDataset
 
         self.tf = T.Compose([T.Resize(resize, interpolation=InterpolationMode.BICUBIC), T.CenterCrop(img_size)])
         self.images = ImageListDataset(list(files))  # raises naming an unreadable file

@@ -37,7 +37,7 @@ def _save(fig, out: str | Path) -> list[Path]:
 
 def load_images(paths: Sequence[str | Path], size: int) -> torch.Tensor:
     """[B, 3, size, size] ImageNet-normalised (the evaluation transform)."""
-    from gmae.data.datasets import load_rgb
+    from gmae.data.images import load_rgb
     from gmae.data.transforms import eval_transform
 
     tf = eval_transform(size)

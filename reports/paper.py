@@ -47,7 +47,3 @@ BSDS_PUBLISHED = [
     ("SAM zero-shot (published)", 0.768, 0.786, 0.794, 0.928),
     ("Human (published)", 0.80, None, None, None),
 ]
-
-# MAE reference numbers users compare with (protocols.md).
-MAE_REFERENCE = {"vit_b_1600ep": {"ft": 83.6, "lin": 68.0, "lin_pytorch_repo": 67.8},
-                 "vit_l_1600ep": {"ft": 85.9, "lin": 75.8}, "vit_b_400ep_third_party": {"ft": 83.3, "lin": 62.5}}

@@ -18,7 +18,6 @@ steps (``--force STEP`` reruns one). All records go to DIR/results.jsonl; the re
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 import subprocess
@@ -318,7 +317,3 @@ def run_steps(steps: list[Step], out: Path, args: argparse.Namespace) -> int:
         print(f"failed steps: {failed}", file=sys.stderr)
         return 1
     return 0
-
-
-def steps_summary(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / ".steps").glob("*.json"))]

@@ -11,6 +11,8 @@ from PIL import Image
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
+from gmae.data.bsds import ground_truth_mat_bytes, load_gt_boundaries
+
 from eval import bsds
 from eval.edge_nms import edge_nms, edge_orientation, thin, tri_smooth
 
@@ -362,10 +364,10 @@ def test_gt_loader_reads_bsds_layout(tmp_path):
     seg = np.zeros((8, 9), np.uint16)
     bd = np.zeros((8, 9), bool)
     bd[2, 3:6] = True
-    bsds.write_gt_mat(tmp_path / "x.mat", [seg, seg], [bd, ~bd])
+    (tmp_path / "x.mat").write_bytes(ground_truth_mat_bytes([seg, seg], [bd, ~bd]))
     raw = loadmat(tmp_path / "x.mat")["groundTruth"][0, 1]["Boundaries"][0, 0]  # the documented access path
     np.testing.assert_array_equal(raw != 0, ~bd)
-    got = bsds.load_gt_boundaries(tmp_path / "x.mat")
+    got = load_gt_boundaries(tmp_path / "x.mat")
     assert len(got) == 2 and (got[0] == bd).all() and (got[1] == ~bd).all()
 
 

@@ -15,8 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gmae.data.datasets import (BSDSDataset, CocoInstances, CorruptImageWarning, ImageFolderDataset,
-                                ImageListDataset, SaliencyDataset, load_bsds_ground_truth)
+from gmae.data.bsds import BSDSDataset, load_bsds_ground_truth
+from gmae.data.imagenet import ImageFolderDataset
+from gmae.data.images import CorruptImageWarning, ImageListDataset
+from gmae.data.saliency import SaliencyDataset
 from gmae.data.tiny import COCO_CATEGORY_IDS, SHAPES, generate_tiny, read_manifest
 from gmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, eval_transform, pretrain_transform
 from gmae.io import sha256_file
@@ -112,22 +114,6 @@ def test_coco_json_is_consistent_under_pycocotools(tiny_data):
                 cover += m
             # Masks are the visible parts after occlusion, so objects of one image never share a pixel.
             assert cover.max() == 1
-
-
-def test_coco_loader_returns_xyxy_boxes_and_decoded_masks(tiny_data):
-    from pycocotools.coco import COCO
-
-    ds = CocoInstances(tiny_data / "coco", "val")  # "val" -> val2017
-    coco = COCO(str(tiny_data / "coco" / "annotations" / "instances_val2017.json"))
-    assert len(ds) == 24 and ds.classes == [coco.cats[c]["name"] for c in sorted(COCO_CATEGORY_IDS)]
-    for i in (0, 5, len(ds) - 1):
-        image, t = ds[i]
-        anns = coco.loadAnns(coco.getAnnIds(imgIds=[t["image_id"]]))
-        x, y, w, h = np.array([a["bbox"] for a in anns]).T
-        np.testing.assert_array_equal(t["boxes"], np.stack([x, y, x + w, y + h], 1).astype(np.float32))
-        assert t["labels"].tolist() == [sorted(COCO_CATEGORY_IDS).index(a["category_id"]) for a in anns]
-        assert t["masks"].shape == (len(anns), image.size[1], image.size[0])
-        np.testing.assert_array_equal(t["masks"], np.stack([coco.annToMask(a) for a in anns]))
 
 
 def test_bsds_mat_layout_and_loaders(tiny_data):
@@ -393,13 +379,7 @@ def test_saliency_errors(tiny_data, tmp_path):
         SaliencyDataset(root)
 
 
-def test_coco_and_image_list_errors(tiny_data, tmp_path):
-    with pytest.raises(FileNotFoundError, match=_match(tmp_path / "annotations" / "instances_val2017.json")):
-        CocoInstances(tmp_path, "val2017")
-    (tmp_path / "annotations").mkdir()
-    shutil.copy(tiny_data / "coco" / "annotations" / "instances_val2017.json", tmp_path / "annotations")
-    with pytest.raises(FileNotFoundError, match=_match(tmp_path / "val2017")):
-        CocoInstances(tmp_path, "val2017")
+def test_image_list_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=_match(tmp_path / "none")):
         ImageListDataset(tmp_path / "none")
     with pytest.raises(FileNotFoundError, match=_match(tmp_path / "gone.png")):

@@ -350,7 +350,8 @@ def test_16bit_png_loads_as_its_grey_levels(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from gmae.data.datasets import ImageFolderDataset, ImageListDataset
+    from gmae.data.images import ImageListDataset
+    from gmae.data.imagenet import ImageFolderDataset
 
     levels = np.array([[0, 257 * 64], [257 * 128, 65535]], dtype=np.uint16).repeat(8, 0).repeat(8, 1)
     path = tmp_path / "a" / "x.png"
@@ -368,7 +369,7 @@ def test_saliency_masks_stored_as_0_1_are_read_as_foreground(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from gmae.data.datasets import SaliencyDataset
+    from gmae.data.saliency import SaliencyDataset
 
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
@@ -430,10 +431,10 @@ def test_nan_stop_is_one_line_naming_only_a_checkpoint_that_exists(tiny_data, tm
     import gmae.engine.train as train
     from gmae.cli import main
 
-    def nan_step(self, it, timed):  # every step non-finite, as with a diverged lr
+    def nan_step(self, it):  # every step non-finite, as with a diverged lr
         next(it)
         self._skip(f"non-finite loss at step {self.step}")
-        return float("nan"), float("nan"), None, None
+        return float("nan"), float("nan"), None
 
     monkeypatch.setattr(train.Trainer, "_train_step", nan_step)
     out = tmp_path / "run"

@@ -12,8 +12,7 @@ from eval.zeroshot.edges import (depth_group_edges, group_bounds, group_index_ma
                                  native_edge_map)
 from eval.zeroshot.figure_ground import (f_beta_curve, figure_ground, image_metrics, iou, max_f_beta,
                                          oracle_figure_ground, otsu_split, pixel_accuracy)
-from eval.zeroshot.layers import (cumulative_renders, depth_rank_render, keep_first, slice_renders,
-                                  sort_by_depth)
+from eval.zeroshot.layers import cumulative_renders, depth_rank_render, slice_renders
 from gmae.render import Gaussians, render
 
 H = W = 32
@@ -156,11 +155,11 @@ def test_cumulative_all_equals_full_render_and_keep_first():
     torch.testing.assert_close(cum.alpha[:, 2], full.alpha, atol=1e-6, rtol=0)
     assert torch.all(cum.rgb[:, 0] == 1.0) and torch.all(cum.alpha[:, 0] == 0)  # K = 0: bare white
     # K = 5 is the 5 nearest of each image
-    gs = sort_by_depth(g)
+    gs = g.sort_by_depth()
     near5 = render(Gaussians(*(t[:, :5] for t in (gs.means, gs.scales, gs.quats, gs.colors, gs.opacities))), H, W)
     torch.testing.assert_close(cum.rgb[:, 1], near5.rgb, atol=1e-6, rtol=0)
     # per-image prefixes by zero opacity render like per-image subsets
-    mixed = render(keep_first(gs, torch.tensor([5, 17])), H, W)
+    mixed = render(gs.keep_first(torch.tensor([5, 17])), H, W)
     for i, k in enumerate((5, 17)):
         one = Gaussians(*(t[i:i + 1, :k] for t in (gs.means, gs.scales, gs.quats, gs.colors, gs.opacities)))
         torch.testing.assert_close(mixed.rgb[i:i + 1], render(one, H, W).rgb, atol=1e-6, rtol=0)

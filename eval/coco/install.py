@@ -47,7 +47,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-WHEEL_NAME = "sal_detectron2-0.7.2-cp310-none-any.whl"
 WHEEL_SHA256 = "491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561"
 LOCAL_VERSION = "0.7.2+purepy"
 # Runtime requirements installed by name next to the repacked wheel (upstream detectron2's setup.py pins).

@@ -44,9 +44,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gmae.render import Gaussians, render
+from gmae.data.bsds import find_bsds, load_gt_boundaries
+from gmae.render import Gaussians, batch_background, render
 
-from eval.zeroshot.layers import keep_first, repeat_images, resize_map, sort_by_depth
+from eval.zeroshot.layers import resize_map
 
 __all__ = [
     "DEFAULT_THRESHOLD", "LEVELS", "DepthEdges", "depth_group_edges", "group_bounds", "group_index_map",
@@ -118,12 +119,11 @@ def depth_group_edges(gaussians: Gaussians, height: int, width: int, levels: Seq
         raise ValueError("no level l given")
     if not threshold >= 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
-    gs = sort_by_depth(gaussians, camera)
+    gs = gaussians.sort_by_depth(camera)
     b, n, dev = gs.batch_size, gs.num, gs.means.device
     bounds = {lv: group_bounds(n, lv) for lv in levels}
     counts = sorted(set().union(*bounds.values()) - {0})
-    bg = torch.as_tensor((1.0, 1.0, 1.0) if background is None else background, dtype=torch.float32, device=dev)
-    bg = bg.expand(b, 3) if bg.dim() == 1 else bg
+    bg = batch_background(background, b, dev)
     base = bg[:, None, None, :].expand(b, height, width, 3)
     prev = {lv: base for lv in levels}
     done = {lv: 0 for lv in levels}  # groups added so far
@@ -134,7 +134,7 @@ def depth_group_edges(gaussians: Gaussians, height: int, width: int, levels: Seq
         chunk = counts[start:start + per_call]
         c = len(chunk)
         cnt = torch.tensor(chunk, device=dev).repeat(b)  # image-major
-        rgb = render(keep_first(repeat_images(gs, c), cnt), height, width, background=bg.repeat_interleave(c, 0),
+        rgb = render(gs.repeat_images(c).keep_first(cnt), height, width, background=bg.repeat_interleave(c, 0),
                      backend=backend, camera=camera).rgb.view(b, c, height, width, 3)
         for j, k in enumerate(chunk):
             cur = rgb[:, j]
@@ -161,26 +161,6 @@ def native_edge_map(soft: Tensor | np.ndarray, size: tuple[int, int], nms: bool 
         e = edge_nms(e)
         e = np.where(thin(e > 0), e, 0.0)
     return np.clip(e, 0.0, 1.0)
-
-
-# ---------------------------------------------------------------------------------------------- data
-
-
-def find_bsds(root: Path, split: str = "test") -> tuple[Path, Optional[Path]]:
-    """(image dir, ground-truth dir or None) of a flat BSDS set (images/, groundTruth/) or the official release
-    (BSR, BSDS500 or BSDS500/data with images/<split>, groundTruth/<split>); else a plain folder of .jpg."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"--data: folder not found: {root}")
-    for base in (root, root / "data", root / "BSDS500" / "data", root / "BSR" / "BSDS500" / "data"):
-        if (base / "images" / split).is_dir():
-            gt = base / "groundTruth" / split
-            return base / "images" / split, gt if gt.is_dir() else None
-        if (base / "images").is_dir() and any(p.suffix.lower() == ".jpg" for p in (base / "images").iterdir()):
-            gt = base / "groundTruth"
-            return base / "images", gt if gt.is_dir() else None
-    if any(p.suffix.lower() == ".jpg" for p in root.iterdir()):
-        return root, None
-    raise FileNotFoundError(f"no BSDS images under {root} (looked for images/, images/{split}/ and *.jpg)")
 
 
 # ---------------------------------------------------------------------------------------------- command
@@ -264,8 +244,6 @@ def _check_ground_truth(images: list[Path], gt_dir: Path) -> None:
     """Read every .mat now (a few seconds for BSDS500's 200) so a malformed one is named before inference."""
     from PIL import Image
 
-    from eval.bsds import load_gt_boundaries
-
     for p in images:
         gt = load_gt_boundaries(gt_dir / f"{p.stem}.mat")
         with Image.open(p) as im:  # the header only
@@ -276,12 +254,11 @@ def _check_ground_truth(images: list[Path], gt_dir: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmae.data.datasets import load_rgb
+    from gmae.data.images import load_rgb
     from gmae.io import atomic_write, atomic_write_json
 
     from eval.zeroshot import figures
-    from eval.zeroshot.layers import input_transform, load_gaussian_model, predict_sorted, resolve_device, \
-        select_images
+    from eval.zeroshot.layers import input_transform, load_gaussian_model, predict_sorted, resolve_device
 
     try:
         images, gt_dir = _check_inputs(args)
@@ -308,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
         if args.render_size == "model":
             res = [depth_group_edges(g, size, size, levels, args.threshold, backend=args.backend)]
         else:
-            res = [depth_group_edges(select_images(g, i), im.height, im.width, levels, args.threshold,
+            res = [depth_group_edges(g.select_images(i), im.height, im.width, levels, args.threshold,
                                      backend=args.backend) for i, im in enumerate(pils)]
         for i, (p, im) in enumerate(zip(paths, pils)):
             r, k = (res[0], i) if args.render_size == "model" else (res[i], 0)

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from gmae.render import Gaussians, camera_depths, render
 
-from eval.zeroshot.layers import keep_first, repeat_images, resize_map, sort_by_depth
+from eval.zeroshot.layers import resize_map
 
 __all__ = [
     "BETA2", "FigureGround", "f_beta_curve", "figure_ground", "image_metrics", "iou", "max_f_beta",
@@ -100,9 +100,9 @@ def figure_ground(gaussians: Gaussians, height: int, width: int, *, backend: str
                   camera="paper") -> FigureGround:
     """The documented rule (module docstring): front layer = the s nearest Gaussians, s = opacity-weighted Otsu
     split of the camera depths; soft foreground = that layer's accumulated alpha [B, height, width]."""
-    gs = sort_by_depth(gaussians, camera)
+    gs = gaussians.sort_by_depth(camera)
     split = otsu_split(camera_depths(gs, camera), gs.opacities)
-    out = render(keep_first(gs, split), height, width, backend=backend, camera=camera)
+    out = render(gs.keep_first(split), height, width, backend=backend, camera=camera)
     return FigureGround(out.alpha, split)
 
 
@@ -111,7 +111,7 @@ def oracle_figure_ground(gaussians: Gaussians, masks: Sequence[np.ndarray], heig
                          chunk_images: int = 64) -> FigureGround:
     """ORACLE (uses the ground truth): for every image the split s (candidates, default 1 .. N) whose front-layer
     alpha, resized to the mask's size and thresholded at 0.5, has the highest IoU with ``masks[b]`` (first best)."""
-    gs = sort_by_depth(gaussians, camera)
+    gs = gaussians.sort_by_depth(camera)
     b, n = gs.batch_size, gs.num
     cand = list(range(1, n + 1)) if candidates is None else [int(c) for c in candidates]
     if not cand or any(not 1 <= c <= n for c in cand):
@@ -124,7 +124,7 @@ def oracle_figure_ground(gaussians: Gaussians, masks: Sequence[np.ndarray], heig
         chunk = cand[start:start + per_call]
         c = len(chunk)
         counts = torch.tensor(chunk, device=gs.means.device).repeat(b)  # image-major: (img 0: s_0..s_c), ...
-        alpha = render(keep_first(repeat_images(gs, c), counts), height, width, backend=backend,
+        alpha = render(gs.repeat_images(c).keep_first(counts), height, width, backend=backend,
                        camera=camera).alpha.view(b, c, height, width)
         for i in range(b):
             gt = np.asarray(masks[i]) != 0
@@ -206,7 +206,7 @@ def _png(arr: np.ndarray) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmae.data.datasets import SaliencyDataset
+    from gmae.data.saliency import SaliencyDataset
     from gmae.data.transforms import denormalize
     from gmae.io import atomic_write, atomic_write_json, atomic_write_text
 

@@ -25,60 +25,22 @@ import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gmae.render import Gaussians, depth_order, render
+from gmae.render import Gaussians, batch_background, render
 
 __all__ = [
-    "LayerRenders", "cumulative_renders", "depth_rank_render", "input_transform", "keep_first",
-    "load_gaussian_model", "predict_sorted", "repeat_images", "resize_map", "resolve_device", "select_images",
-    "slice_renders", "sort_by_depth",
+    "LayerRenders", "cumulative_renders", "depth_rank_render", "input_transform", "load_gaussian_model",
+    "predict_sorted", "resize_map", "resolve_device", "slice_renders",
 ]
 
-WHITE = (1.0, 1.0, 1.0)
 
-
-# ---------------------------------------------------------------------------------------------- Gaussians
-
-
-def sort_by_depth(gaussians: Gaussians, camera="paper") -> Gaussians:
-    """The same Gaussians [B, N] reordered nearest first along N (stable: ties keep their index order)."""
-    return gaussians.take(depth_order(gaussians, camera))
-
-
-def _with(g: Gaussians, colors: Optional[Tensor] = None, opacities: Optional[Tensor] = None) -> Gaussians:
-    return Gaussians(g.means, g.scales, g.quats, g.colors if colors is None else colors,
-                     g.opacities if opacities is None else opacities)
-
-
-def keep_first(sorted_gaussians: Gaussians, counts: Tensor) -> Gaussians:
-    """Per-image prefixes of depth-sorted Gaussians [B, N]: image b keeps ranks < counts[b] ([B] ints).
-
-    The others get opacity 0, which every backend culls before compositing (alpha < 1/255 and no effect on
-    transmittance), so this renders exactly like ``take(slice(0, counts[b]))`` image by image, in one batched call.
-    """
-    n = sorted_gaussians.num
-    counts = torch.as_tensor(counts, device=sorted_gaussians.means.device).reshape(-1, 1)
-    keep = torch.arange(n, device=counts.device).unsqueeze(0) < counts
-    return _with(sorted_gaussians, opacities=torch.where(keep, sorted_gaussians.opacities,
-                                                         torch.zeros_like(sorted_gaussians.opacities)))
-
-
-def repeat_images(g: Gaussians, times: int) -> Gaussians:
-    """Each image's Gaussians repeated ``times`` times along the batch (image-major: 0, 0, .., 1, 1, ..)."""
-    return Gaussians(*(t.repeat_interleave(times, 0) for t in (g.means, g.scales, g.quats, g.colors, g.opacities)))
-
-
-def select_images(g: Gaussians, index) -> Gaussians:
-    """The Gaussians of the images ``index`` (an int, slice or index list) as a batch."""
-    if isinstance(index, int):
-        index = slice(index, index + 1)
-    return Gaussians(*(t[index] for t in (g.means, g.scales, g.quats, g.colors, g.opacities)))
+# ---------------------------------------------------------------------------------------------- maps
 
 
 def resize_map(soft: Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -105,11 +67,6 @@ class LayerRenders:
     ranges: list
 
 
-def _background(background, batch: int, device) -> Tensor:
-    bg = torch.as_tensor(WHITE if background is None else background, dtype=torch.float32, device=device)
-    return bg.expand(batch, 3) if bg.dim() == 1 else bg
-
-
 def slice_renders(gaussians: Gaussians, ranges: Sequence[tuple[int, int]], height: int, width: int, *,
                   background=None, backend: str = "auto", camera="paper") -> LayerRenders:
     """Render each depth-order slice [start, end) of Gaussians [B, N] alone (ranks counted nearest first).
@@ -123,8 +80,8 @@ def slice_renders(gaussians: Gaussians, ranges: Sequence[tuple[int, int]], heigh
             raise ValueError(f"depth slice [{a}, {b}) is not within [0, {n}] with start <= end")
     if not ranges:
         raise ValueError("no depth slice to render")
-    gs = sort_by_depth(gaussians, camera)
-    bg = _background(background, gs.batch_size, gs.means.device)
+    gs = gaussians.sort_by_depth(camera)
+    bg = batch_background(background, gs.batch_size, gs.means.device)
     rgbs, alphas, depths = [], [], []
     for a, b in ranges:
         if a == b:  # nothing to draw: the bare background
@@ -155,11 +112,11 @@ def depth_rank_render(gaussians: Gaussians, height: int, width: int, *, backend:
     """Grey-level depth render [B, H, W] in [0, 1]: the Gaussian of depth rank r (0 = nearest) of N is painted
     grey r / N (so the farthest stays distinguishable from the white background) and composited on white with its
     own opacity and shape."""
-    gs = sort_by_depth(gaussians, camera)
+    gs = gaussians.sort_by_depth(camera)
     b, n = gs.batch_size, gs.num
     grey = torch.arange(n, dtype=torch.float32, device=gs.means.device) / n
     colors = grey.view(1, n, 1).expand(b, n, 3)
-    out = render(_with(gs, colors=colors), height, width, background=_background(None, b, gs.means.device),
+    out = render(gs.replace(colors=colors), height, width, background=batch_background(None, b, gs.means.device),
                  backend=backend, camera=camera)
     return out.rgb[..., 0]
 
@@ -207,7 +164,7 @@ def input_transform(size: int):
 @torch.no_grad()
 def predict_sorted(model, imgs: Tensor) -> Gaussians:
     """imgs [B, 3, S, S] (normalised) -> the model's k Gaussians per image at mask ratio 0, sorted nearest first."""
-    return sort_by_depth(model.predict_gaussians(imgs, mask_ratio=0.0))
+    return model.predict_gaussians(imgs, mask_ratio=0.0).sort_by_depth()
 
 
 def default_ks(n: int) -> list[int]:
@@ -243,7 +200,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmae.data.datasets import ImageListDataset
+    from gmae.data.images import ImageListDataset
     from gmae.io import atomic_write
 
     from eval.zeroshot import figures

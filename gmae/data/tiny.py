@@ -2,7 +2,7 @@
 
 No ImageNet, COCO, BSDS500 or saliency data is available offline, so tests and smoke runs use a small set
 rendered here with numpy + PIL and written in exactly the layouts the real data sets use. The loaders in
-``gmae.data.datasets`` read it through the same code paths as the real data:
+``gmae.data`` read it through the same code paths as the real data:
 
   DIR/imagenet/{train,val}/<class>/*.JPEG        ImageFolder tree, 8 shape classes (the class is the shape of
                                                  the dominant object: largest and in front)
@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gmae.data.bsds import ground_truth_mat_bytes
 from gmae.io import atomic_write_json
 
 SIZE_RANGE = (32, 224)
@@ -60,7 +61,6 @@ OWNED = ("imagenet", "coco", "bsds500", "saliency", "photos", "README.txt", "man
 _TASK_IMAGENET, _TASK_COCO, _TASK_BSDS, _TASK_SALIENCY, _TASK_PHOTOS = range(5)
 _SS = 2  # supersampling factor for colour (anti-aliased edges); labels are taken at pixel centres
 _JPEG_QUALITY = 90
-_MAT_HEADER = b"MATLAB 5.0 MAT-file, written by gmae data tiny"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -385,32 +385,6 @@ def _annotator(rng, seg: np.ndarray, size: int) -> np.ndarray:
     return _consecutive(seg[yy, xx])
 
 
-def boundaries_from_segmentation(seg: np.ndarray) -> np.ndarray:
-    """Thin (1 px) boundary map (H, W) uint8 0/1: a pixel is on a boundary where its right or lower
-    neighbour has another label."""
-    b = np.zeros(seg.shape, dtype=bool)
-    b[:, :-1] |= seg[:, :-1] != seg[:, 1:]
-    b[:-1, :] |= seg[:-1, :] != seg[1:, :]
-    return b.astype(np.uint8)
-
-
-def _mat_bytes(annotators: list[np.ndarray]) -> bytes:
-    """MAT v5 with ``groundTruth``: a 1xK cell of 1x1 structs {Segmentation, Boundaries}, as in BSDS500."""
-    from scipy.io import savemat
-
-    cell = np.empty((1, len(annotators)), dtype=object)
-    for k, seg in enumerate(annotators):
-        st = np.empty((1, 1), dtype=[("Segmentation", object), ("Boundaries", object)])
-        st[0, 0] = (seg, boundaries_from_segmentation(seg))
-        cell[0, k] = st
-    buf = io.BytesIO()
-    savemat(buf, {"groundTruth": cell})
-    raw = bytearray(buf.getvalue())
-    # The 116-byte text header holds a creation time; pin it so the same seed gives the same bytes.
-    raw[:116] = _MAT_HEADER.ljust(116, b" ")
-    return bytes(raw)
-
-
 def _saliency_image(seed: int, size: int, i: int):
     rng = np.random.default_rng([seed, _TASK_SALIENCY, i])
     h, w = _aspect_hw(rng, size)
@@ -672,7 +646,7 @@ def generate_tiny(out: str | Path, seed: int = 0, size: int = 64, *, train_per_c
         bid = f"{100000 + 1009 * i + 7}"
         jpg, annotators = _bsds_image(seed, size, i, min_px)
         wr.put(f"bsds500/images/{bid}.jpg", jpg)
-        wr.put(f"bsds500/groundTruth/{bid}.mat", _mat_bytes(annotators))
+        wr.put(f"bsds500/groundTruth/{bid}.mat", ground_truth_mat_bytes(annotators, written_by="gmae data tiny"))
     totals["bsds500"] = bsds
 
     # Saliency (DUTS-like: images/*.jpg + masks/*.png).

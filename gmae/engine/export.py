@@ -8,7 +8,7 @@
       rotation w x y z) and DIR/<image stem>.json with the 14 raw head outputs per Gaussian.
   gmae export --checkpoint CKPT --out mae_full.pth --format mae_full
       an MAE baseline checkpoint in the official MAE layout with its decoder ({"model": ...}, the layout of
-      mae_pretrain_vit_base_full.pth; see baselines/mae_checkpoint.py).
+      mae_pretrain_vit_base_full.pth; see gmae/models/mae_checkpoint.py).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         paths = export_gaussians(args.checkpoint, args.gaussians, args.out)
         print(f"wrote {len(paths)} .ply files to {args.out}")
     elif args.format == "mae_full":
-        from baselines.mae_checkpoint import export_official_mae
+        from gmae.models.mae_checkpoint import export_official_mae
 
         export_official_mae(args.checkpoint, args.out, full=True)
         print(f"wrote the MAE encoder and decoder (official layout) to {args.out}")
@@ -86,7 +86,7 @@ def write_ply(path: str | Path, means, scales, quats, colors, opacities) -> Path
 
 
 def export_gaussians(checkpoint: str | Path, images: list[str], out_dir: str | Path) -> list[Path]:
-    from gmae.data.datasets import load_rgb
+    from gmae.data.images import load_rgb
     from gmae.data.transforms import eval_transform
 
     for p in images:

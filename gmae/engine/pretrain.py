@@ -65,7 +65,7 @@ def pretrain(cfg, results: str | None = None, config_source: str | None = None) 
             store = ResultsStore(results or cfg.run.out_dir)
             common = dict(model=cfg.model.name, checkpoint=summary["checkpoint"], config=config_to_dict(cfg),
                           data=cfg.data.root, config_file=config_source, steps=summary["step"],
-                          render_share=summary.get("render_share"), world_size=trainer.dist.world_size)
+                          world_size=trainer.dist.world_size)
             store.append([make_record("pretrain", "loss", summary["loss"], **common),
                           make_record("pretrain", "img_per_s", summary["img_per_s"], **common)])
         return summary

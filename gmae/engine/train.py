@@ -83,7 +83,7 @@ def last_checkpoint_note(out_dir: Path) -> str:
 
 
 def build_dataset(cfg: PretrainConfig, num_patches: int) -> SeededSamples:
-    from gmae.data.datasets import ImageFolderDataset
+    from gmae.data.imagenet import ImageFolderDataset
     from gmae.data.transforms import pretrain_transform
 
     root = Path(cfg.data.root)
@@ -314,7 +314,7 @@ class Trainer:
                 while self.step < end_step and self.step // self.steps_per_epoch == epoch:
                     timed = (self.step + 1) % cfg.run.log_every_steps == 0 or self.step + 1 == end_step
                     t0 = time.perf_counter()
-                    loss_value, grad_norm, render_s, probe_acc = self._train_step(it, timed)
+                    loss_value, grad_norm, probe_acc = self._train_step(it)
                     dt = time.perf_counter() - t0
                     self.step += 1
                     if math.isfinite(loss_value):
@@ -332,8 +332,6 @@ class Trainer:
                                "lr": self.optimizer.param_groups[0]["lr"],
                                "grad_norm": grad_norm, "img_per_s": window["images"] / max(window["time"], 1e-9),
                                "nonfinite_skipped": self.nonfinite_skipped}
-                        if render_s is not None:
-                            rec["render_share"] = render_s / max(dt, 1e-9)
                         if probe_acc is not None:
                             rec.update({f"probe_acc_block{i}": float(a) for i, a in enumerate(probe_acc)})
                         self._log(rec)
@@ -360,7 +358,7 @@ class Trainer:
         return {
             "step": self.step, "resumed": resumed, "loss": last_loss, "steps_run": steps_run,
             "img_per_s": steps_run * cfg.optim.batch_size / elapsed if steps_run else float("nan"),
-            "render_share": log_extra.get("render_share"), "nonfinite_skipped": self.nonfinite_skipped,
+            "nonfinite_skipped": self.nonfinite_skipped,
             "checkpoint": str(self.out_dir / CHECKPOINT_NAME),
         }
 
@@ -373,16 +371,13 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def _train_step(self, it, timed: bool):
+    def _train_step(self, it):
         cfg = self.cfg
         self._set_lr()
         self.optimizer.zero_grad(set_to_none=True)
         if self.probe_optimizer is not None:
             self.probe_optimizer.zero_grad(set_to_none=True)
         total_loss = torch.zeros((), device=self.device)
-        render_s = 0.0 if timed and hasattr(self.model, "time_rendering") else None
-        if render_s is not None:
-            self.model.time_rendering = True
         probe_correct = None
         n_seen = 0
         for micro in range(self.accum):
@@ -398,15 +393,11 @@ class Trainer:
                 loss = out["loss"]
                 self.scaler.scale(loss / self.accum).backward()
             total_loss += loss.detach() / self.accum
-            if render_s is not None:
-                render_s += self.model.last_render_seconds
             if self.probes is not None:
                 p_loss, correct = self.probes(out["block_outputs"], labels)
                 (p_loss / self.accum).backward()
                 probe_correct = correct if probe_correct is None else probe_correct + correct
                 n_seen += labels.numel()
-        if render_s is not None:
-            self.model.time_rendering = False
         if self.probes is not None and self.dist.enabled:
             # the probes sit outside DDP: average their gradients so every rank keeps the same probes
             for p in self.probes.parameters():
@@ -441,7 +432,7 @@ class Trainer:
         probe_acc = None
         if probe_correct is not None and n_seen:
             probe_acc = (probe_correct / n_seen).tolist()
-        return loss_value, grad_norm, render_s, probe_acc
+        return loss_value, grad_norm, probe_acc
 
     def _skip(self, why: str) -> None:
         self.optimizer.zero_grad(set_to_none=True)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from gmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize  # noqa: F401 (re-exported)
-from gmae.models.vit import MaskedViTEncoder, patchify
+from gmae.models.vit import MaskedViTEncoder
 
 LOSS_TYPES = ("masked", "all", "masked_norm")
 
@@ -105,6 +105,3 @@ class MaskedAutoencoder(nn.Module, metaclass=abc.ABCMeta):
             rgb = rgb * m + imagenet_denormalize(imgs).clamp(0, 1) * (1 - m)
         out["rgb"] = rgb
         return out
-
-    def pixel_patches(self, imgs01: torch.Tensor) -> torch.Tensor:
-        return patchify(imgs01, self.patch_size)

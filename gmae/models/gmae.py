@@ -15,13 +15,14 @@ loss is summed, not averaged, over the images of a forward pass.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn as nn
 
 from gmae.models.base import MaskedAutoencoder, imagenet_denormalize
-from gmae.models.vit import MaskedViTEncoder, decoder_blocks, init_mae_weights, patchify, sincos_pos_embed_2d
+from gmae.models.registry import register_model
+from gmae.models.vit import (VIT_SIZES, MaskedViTEncoder, decoder_blocks, init_mae_weights, patchify,
+                             sincos_pos_embed_2d)
 from gmae.render import Gaussians, render
 
 GAUSSIAN_CHANNELS = 14
@@ -54,12 +55,6 @@ def gaussian_activations(raw: torch.Tensor, max_scale: float = 1.0) -> Gaussians
     colors = torch.sigmoid(raw[..., 10:13])
     opacities = torch.sigmoid(raw[..., 13])
     return Gaussians(means=means, scales=scales, quats=quats, colors=colors, opacities=opacities)
-
-
-def _elapsed(t0: float, like: torch.Tensor) -> float:
-    if like.is_cuda:
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
 
 
 class GaussianDecoder(nn.Module):
@@ -132,40 +127,15 @@ class GMAE(MaskedAutoencoder):
         # only the torch backend has gsplat v0.1.0's tile culling and backward (gsplat 1.5.3 takes its centres only)
         self.render_backend = "torch" if compat == "authors" and render_backend == "auto" else render_backend
         self.register_buffer("background", torch.tensor(background, dtype=torch.float32), persistent=False)
-        # wall time spent rendering in the last forward (set only when timing is on; see the engine)
-        self.time_rendering = False
-        self.last_render_seconds = 0.0
 
     def decode_gaussians(self, latent: torch.Tensor, ids_keep: torch.Tensor) -> Gaussians:
         return gaussian_activations(self.decoder(latent, ids_keep), self.max_scale)
 
     def render(self, gaussians: Gaussians, height: int, width: int) -> torch.Tensor:
         """Gaussians -> [B, 3, H, W] RGB in [0, 1] on the white background (float32)."""
-        if self.time_rendering:
-            t0 = _elapsed(0.0, gaussians.means)
         out = render(gaussians, height=height, width=width, background=self.background,
                      backend=self.render_backend, compat=self.render_compat)
-        rgb = out.rgb.permute(0, 3, 1, 2)
-        if self.time_rendering:
-            self.last_render_seconds = _elapsed(t0, gaussians.means)
-            if rgb.requires_grad and gaussians.means.requires_grad:
-                self._time_backward(rgb, gaussians.means)
-        return rgb
-
-    def _time_backward(self, rgb: torch.Tensor, means: torch.Tensor) -> None:
-        """Add the renderer's backward to ``last_render_seconds``: from the gradient reaching the image to the
-        gradient reaching the Gaussian centres (the renderer is the first thing backward runs through)."""
-        mark: dict[str, float] = {}
-
-        def started(grad):
-            mark["t0"] = time.perf_counter()
-
-        def finished(grad):
-            if "t0" in mark:
-                self.last_render_seconds += _elapsed(mark.pop("t0"), grad)
-
-        rgb.register_hook(started)
-        means.register_hook(finished)
+        return out.rgb.permute(0, 3, 1, 2)
 
     def forward(self, imgs: torch.Tensor, mask_ratio: float | None = None, noise: torch.Tensor | None = None,
                 return_block_outputs: bool = False) -> dict:
@@ -193,3 +163,20 @@ class GMAE(MaskedAutoencoder):
         """The k Gaussians predicted for ``imgs`` (mask ratio 0 = the zero-shot read-outs' setting)."""
         latent, _, _, ids_keep = self.encoder(imgs, mask_ratio, noise)
         return self.decode_gaussians(latent, ids_keep)
+
+
+# The registered GMAE sizes (see VIT_SIZES): ViT-B/16 is the paper's; ViT-L/16 for users who scale up.
+@register_model
+def gmae_vit_base_patch16(**kw) -> GMAE:
+    return GMAE(**{**VIT_SIZES["base_patch16"], "num_gaussians": 256, **kw})
+
+
+@register_model
+def gmae_vit_large_patch16(**kw) -> GMAE:
+    return GMAE(**{**VIT_SIZES["large_patch16"], "num_gaussians": 256, **kw})
+
+
+@register_model
+def gmae_vit_tiny_patch8(**kw) -> GMAE:
+    """CPU-sized GMAE for the tiny data (64 px, 8 x 8 patches): not a paper model."""
+    return GMAE(**{**VIT_SIZES["tiny_patch8"], "num_gaussians": 96, **kw})

@@ -17,6 +17,18 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
 
+# The ViT sizes every registered model is built at (encoder and decoder; GMAE adds its Gaussian count).
+# base_patch16 is the paper's; large_patch16 for users who scale up; tiny_patch8 for CPU runs on the tiny data.
+VIT_SIZES = {
+    "base_patch16": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
+                         decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
+    "large_patch16": dict(img_size=224, patch_size=16, embed_dim=1024, depth=24, num_heads=16,
+                          decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
+    "tiny_patch8": dict(img_size=64, patch_size=8, embed_dim=192, depth=4, num_heads=3,
+                        decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
+}
+
+
 def sincos_pos_embed_1d(dim: int, positions: np.ndarray) -> np.ndarray:
     """[M] positions -> [M, dim]: first half sin, second half cos, frequencies 1 / 10000^(2i/dim)."""
     if dim % 2:

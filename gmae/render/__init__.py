@@ -17,7 +17,8 @@ and exact backward, "dense" raises. Paper camera only. Details: :mod:`gmae.rende
 
 Zero-shot helpers: :func:`project` (screen-space centres, covariances, conics, depths, radii),
 :func:`depth_order` (indices nearest first), and subsets via ``render(..., subset=idx)`` or
-``Gaussians.take(idx)`` / ``Gaussians.depth_slice(start, end)``; e.g. the k nearest Gaussians of each image:
+``Gaussians.take(idx)`` / ``Gaussians.depth_slice(start, end)`` / ``Gaussians.keep_first(counts)`` (the
+Gaussians' own operations: :mod:`gmae.render.gaussians`); e.g. the k nearest Gaussians of each image:
 ``render(g.depth_slice(0, k), H, W)``.
 """
 
@@ -34,7 +35,6 @@ from gmae.render.camera import (
     COMPAT_MODES,
     Camera,
     CameraLike,
-    Gaussians,
     Projection,
     camera_depths,
     check_compat,
@@ -44,7 +44,8 @@ from gmae.render.camera import (
     v010_radius,
     v010_tile_range,
 )
-from gmae.render.torch_backend import render_dense, render_tiles
+from gmae.render.gaussians import Gaussians
+from gmae.render.torch_backend import batch_background, render_dense, render_tiles
 
 __all__ = [
     "COMPAT_MODES",
@@ -52,6 +53,7 @@ __all__ = [
     "Gaussians",
     "Projection",
     "RenderOutput",
+    "batch_background",
     "camera_depths",
     "choose_backend",
     "depth_order",

@@ -1,4 +1,4 @@
-"""Gaussians, the camera and the projection to screen space shared by every rendering backend.
+"""The camera and the projection to screen space shared by every rendering backend.
 
 One projection serves all backends (the tiled PyTorch compositor, the dense reference and gsplat's
 rasterizer), so the backends can only differ in how they composite, never in where a Gaussian lands.
@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal, Optional, Union
+from typing import TYPE_CHECKING, Literal, Optional, Union
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # only annotations here; gmae.render.gaussians imports this module
+    from gmae.render.gaussians import Gaussians
 
 # Compositing constants of 3DGS / gsplat 1.5.3 (gsplat/cuda/include/Common.h and the rasterizer kernel).
 ALPHA_MIN = 1.0 / 255.0  # a Gaussian with alpha below this is skipped at a pixel
@@ -59,76 +62,6 @@ def check_compat(compat: Optional[str]) -> Optional[str]:
     if compat not in COMPAT_MODES:
         raise ValueError(f"compat must be None (gsplat 1.5.3 rules) or 'gsplat-0.1.0', got {compat!r}")
     return compat
-
-
-@dataclass
-class Gaussians:
-    """A batch of 3-D Gaussians; every image has its own N Gaussians.
-
-    means [B, N, 3] (x, y, z), scales [B, N, 3] (standard deviations along the rotated axes),
-    quats [B, N, 4] as (w, x, y, z) (normalised inside; all-zero reads as the identity),
-    colors [B, N, 3], opacities [B, N].
-    """
-
-    means: Tensor
-    scales: Tensor
-    quats: Tensor
-    colors: Tensor
-    opacities: Tensor
-
-    def __post_init__(self):
-        m = self.means
-        if m.dim() != 3 or m.shape[-1] != 3:
-            raise ValueError(f"Gaussians.means must be [B, N, 3], got {tuple(m.shape)}")
-        b, n = m.shape[:2]
-        want = {"scales": (b, n, 3), "quats": (b, n, 4), "colors": (b, n, 3), "opacities": (b, n)}
-        for name, shape in want.items():
-            got = tuple(getattr(self, name).shape)
-            if got != shape:
-                raise ValueError(f"Gaussians.{name} must be {list(shape)} to match means, got {list(got)}")
-
-    @property
-    def batch_size(self) -> int:
-        return self.means.shape[0]
-
-    @property
-    def num(self) -> int:
-        return self.means.shape[1]
-
-    def to(self, *args, **kwargs) -> "Gaussians":
-        """``Tensor.to`` applied to every field."""
-        return Gaussians(*(getattr(self, f).to(*args, **kwargs) for f in _FIELDS))
-
-    def take(self, idx: Union[Tensor, slice]) -> "Gaussians":
-        """The Gaussians at ``idx`` along N: a slice, a LongTensor [K] (same for every image) or [B, K].
-
-        Compositing order follows depth, and ties keep the order of ``idx``; so ``take`` of a
-        depth-ordered index list (see :func:`depth_order`) renders exactly the chosen layers.
-        """
-        if isinstance(idx, slice):
-            return Gaussians(*(getattr(self, f)[:, idx] for f in _FIELDS))
-        idx = torch.as_tensor(idx, device=self.means.device, dtype=torch.long)
-        if idx.dim() == 1:
-            idx = idx.unsqueeze(0).expand(self.batch_size, -1)
-        if idx.dim() != 2 or idx.shape[0] != self.batch_size:
-            raise ValueError(f"take: idx must be [K] or [B={self.batch_size}, K], got {tuple(idx.shape)}")
-
-        def gather(t: Tensor) -> Tensor:
-            if t.dim() == 2:
-                return t.gather(1, idx)
-            return t.gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
-
-        return Gaussians(*(gather(getattr(self, f)) for f in _FIELDS))
-
-    def depth_slice(self, start: int = 0, end: Optional[int] = None, camera: "CameraLike" = "paper") -> "Gaussians":
-        """The Gaussians ranked ``start`` (inclusive) to ``end`` (exclusive) by camera depth, nearest first.
-
-        ``g.depth_slice(0, k)`` is each image's k nearest Gaussians (the "first k layers").
-        """
-        return self.take(depth_order(self, camera)[:, start:end])
-
-
-_FIELDS = ("means", "scales", "quats", "colors", "opacities")
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from gmae.render.camera import TILE, CameraLike, Gaussians, Projection, check_compat, project, tile_grid
-from gmae.render.torch_backend import _background, _features
+from gmae.render.camera import TILE, CameraLike, Projection, check_compat, project, tile_grid
+from gmae.render.gaussians import Gaussians
+from gmae.render.torch_backend import batch_background, splat_features
 
 GSPLAT_VERSION = "1.5.3"
 
@@ -79,7 +80,7 @@ def pack_gsplat_inputs(
 ) -> GsplatInputs:
     """Lay out a projected batch for gsplat (no gsplat import here, so it runs and is tested on CPU)."""
     b, n = proj.depths.shape
-    feat = _features(gaussians, proj)
+    feat = splat_features(gaussians, proj)
     bg = torch.cat((background, background.new_zeros(b, 2)), -1)  # depth and alpha channels see no background
     tiles_y, tiles_x = tile_grid(height, width)
     return GsplatInputs(
@@ -154,7 +155,7 @@ def render_gsplat(
     if gaussians.means.dtype != torch.float32:
         raise TypeError(f"backend='gsplat' renders float32 only, got {gaussians.means.dtype}")
     proj = project(gaussians, height, width, camera, compat)
-    bg = _background(background, gaussians.batch_size, gaussians.means)
+    bg = batch_background(background, gaussians.batch_size, gaussians.means.device, gaussians.means.dtype)
     packed = pack_gsplat_inputs(gaussians, proj, bg, height, width)
     feats, _ = rasterize_packed(gsplat_module, packed)
     # gsplat already added T_final * background to the colour channels (and nothing to z and 1).

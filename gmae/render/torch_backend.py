@@ -49,13 +49,13 @@ from gmae.render.camera import (
     T_MIN,
     TILE,
     CameraLike,
-    Gaussians,
     Projection,
     check_compat,
     project,
     tile_grid,
     v010_tile_range,
 )
+from gmae.render.gaussians import Gaussians
 
 # Pixels x Gaussians evaluated at once per chunk. On CPU small chunks stay in cache (2^17 float32 = 512 KB
 # per intermediate; measured fastest among 2^15..2^20 at 224 px); on GPU large chunks amortise kernel launches.
@@ -66,7 +66,7 @@ _PIX = TILE * TILE
 V010_BWD_ALPHA_MAX = 0.99
 
 
-def _features(gaussians: Gaussians, proj: Projection) -> Tensor:
+def splat_features(gaussians: Gaussians, proj: Projection) -> Tensor:
     """Per-Gaussian features (r, g, b, z, 1), [B, N, 5]."""
     ones = torch.ones_like(proj.depths).unsqueeze(-1)
     return torch.cat((gaussians.colors, proj.depths.unsqueeze(-1), ones), -1)
@@ -80,11 +80,12 @@ def _finish(feat_sum: Tensor, t_final: Tensor, background: Tensor) -> tuple[Tens
     return rgb, alpha, depth
 
 
-def _background(background: Optional[Tensor], batch: int, like: Tensor) -> Tensor:
-    """Background as [B, 3] in the dtype/device of ``like`` (default white)."""
+def batch_background(background, batch: int, device: torch.device,
+                     dtype: torch.dtype = torch.float32) -> Tensor:
+    """A background colour ([3] or [B, 3], tensor or sequence; None = white) as a [B, 3] tensor."""
     if background is None:
-        return torch.ones(batch, 3, dtype=like.dtype, device=like.device)
-    bg = torch.as_tensor(background).to(dtype=like.dtype, device=like.device)
+        return torch.ones(batch, 3, dtype=dtype, device=device)
+    bg = torch.as_tensor(background).to(dtype=dtype, device=device)
     if bg.shape == (3,):
         return bg.expand(batch, 3)
     if bg.shape == (batch, 3):
@@ -334,10 +335,10 @@ def render_tiles(
     if chunk_elems is None:
         chunk_elems = CHUNK_ELEMS_CUDA if gaussians.means.is_cuda else CHUNK_ELEMS_CPU
     proj = project(gaussians, height, width, camera, compat)
-    bg = _background(background, gaussians.batch_size, gaussians.means)
+    bg = batch_background(background, gaussians.batch_size, gaussians.means.device, gaussians.means.dtype)
     plan = _build_plan(proj, height, width, chunk_elems, compat)
     b, n = proj.depths.shape
-    feat = _features(gaussians, proj)
+    feat = splat_features(gaussians, proj)
     feat_sum, t_final = _TileComposite.apply(
         proj.means2d.reshape(b * n, 2),
         proj.conics.reshape(b * n, 3),
@@ -376,7 +377,7 @@ def render_dense(
             f"gsplat 0.1.0's); use backend='torch' (forward and backward) or 'gsplat' (centres only)"
         )
     proj = project(gaussians, height, width, camera)
-    bg = _background(background, gaussians.batch_size, gaussians.means)
+    bg = batch_background(background, gaussians.batch_size, gaussians.means.device, gaussians.means.dtype)
     order = torch.argsort(proj.depths.detach(), dim=-1, stable=True)
 
     def by_depth(t: Tensor) -> Tensor:
@@ -386,7 +387,7 @@ def render_dense(
 
     uv, conic = by_depth(proj.means2d), by_depth(proj.conics)
     opac, visible = by_depth(gaussians.opacities), by_depth(proj.visible)
-    feat = by_depth(_features(gaussians, proj))
+    feat = by_depth(splat_features(gaussians, proj))
     dt = uv.dtype
     ys = torch.arange(height, device=uv.device, dtype=dt) + 0.5
     xs = torch.arange(width, device=uv.device, dtype=dt) + 0.5

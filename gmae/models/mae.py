@@ -15,7 +15,7 @@ loss target differ. Targets are the input patches in ImageNet-normalised pixel s
 Parameter names equal the official MAE repository's (``decoder_embed``, ``mask_token``,
 ``decoder_pos_embed``, ``decoder_blocks.*``, ``decoder_norm``, ``decoder_pred``) under ``decoder.``, and the
 encoder's under ``encoder.``: converting to and from the released checkpoints is a prefix map
-(:mod:`baselines.mae_checkpoint`). To start from released weights, pass ``official_checkpoint=PATH`` to the
+(:mod:`gmae.models.mae_checkpoint`). To start from released weights, pass ``official_checkpoint=PATH`` to the
 constructor (in a pretrain config: ``model.kwargs: {official_checkpoint: PATH}``).
 """
 
@@ -26,8 +26,8 @@ import torch.nn as nn
 
 from gmae.models.base import MaskedAutoencoder, imagenet_denormalize
 from gmae.models.registry import register_model
-from gmae.models.vit import (MaskedViTEncoder, decoder_blocks, init_mae_weights, patchify, sincos_pos_embed_2d,
-                             unpatchify)
+from gmae.models.vit import (VIT_SIZES, MaskedViTEncoder, decoder_blocks, init_mae_weights, patchify,
+                             sincos_pos_embed_2d, unpatchify)
 
 NORM_PIX_EPS = 1e-6  # MAE's norm_pix_loss: (x - mean) / (var + 1e-6) ** 0.5
 
@@ -85,8 +85,8 @@ class MAE(MaskedAutoencoder):
         self.decoder = PixelDecoder(encoder.num_patches, encoder.grid_size, patch_size, in_chans, embed_dim,
                                     decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio)
         if official_checkpoint:
-            # start from released MAE weights (encoder-only or _full); see baselines.mae_checkpoint
-            from baselines.mae_checkpoint import load_official_mae
+            # start from released MAE weights (encoder-only or _full); see gmae.models.mae_checkpoint
+            from gmae.models.mae_checkpoint import load_official_mae
 
             load_official_mae(self, official_checkpoint)
 
@@ -119,23 +119,18 @@ class MAE(MaskedAutoencoder):
         return imagenet_denormalize(unpatchify(patches, self.patch_size, 3))
 
 
+# The registered MAE sizes: the same ViTs as GMAE's (see VIT_SIZES).
 @register_model
 def mae_vit_base_patch16(**kw) -> MAE:
-    args = dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
-                decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
-    return MAE(**{**args, **kw})
+    return MAE(**{**VIT_SIZES["base_patch16"], **kw})
 
 
 @register_model
 def mae_vit_large_patch16(**kw) -> MAE:
-    args = dict(img_size=224, patch_size=16, embed_dim=1024, depth=24, num_heads=16,
-                decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
-    return MAE(**{**args, **kw})
+    return MAE(**{**VIT_SIZES["large_patch16"], **kw})
 
 
 @register_model
 def mae_vit_tiny_patch8(**kw) -> MAE:
     """CPU-sized MAE for the tiny data: the encoder of ``gmae_vit_tiny_patch8``; not a paper model."""
-    args = dict(img_size=64, patch_size=8, embed_dim=192, depth=4, num_heads=3,
-                decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4)
-    return MAE(**{**args, **kw})
+    return MAE(**{**VIT_SIZES["tiny_patch8"], **kw})

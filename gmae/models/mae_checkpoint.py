@@ -6,7 +6,7 @@ Released files hold {"model": state dict} with the repository's names:
   full (``mae_pretrain_vit_base_full.pth``): the above plus ``mask_token``, ``decoder_pos_embed``,
       ``decoder_embed.*``, ``decoder_blocks.{i}.*``, ``decoder_norm.*``, ``decoder_pred.*``
 
-Our :class:`baselines.mae.MAE` keeps the same names under ``encoder.`` and ``decoder.``, so the conversion is
+Our :class:`gmae.models.mae.MAE` keeps the same names under ``encoder.`` and ``decoder.``, so the conversion is
 a prefix map both ways. The files do not say whether the model was trained with ``norm_pix_loss`` (the
 released ``_full`` weights were: build the model with ``loss_type="masked_norm"`` to reconstruct with them).
 """
@@ -87,7 +87,7 @@ def from_official_mae(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 
 def load_official_mae(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> dict:
-    """Load released MAE weights (a file path, or its "model" dict) into our :class:`~baselines.mae.MAE`.
+    """Load released MAE weights (a file path, or its "model" dict) into our :class:`~gmae.models.mae.MAE`.
 
     Encoder-only files fill the encoder and leave the decoder at its initialisation; full files fill both.
     Every key must fit by name and shape: missing encoder keys, a partial decoder, unexpected keys or shape
