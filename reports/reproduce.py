@@ -139,7 +139,7 @@ def tiny_steps(out: Path, p: dict) -> list[Step]:
                                               method, "--out", str(pred)], needs=("data",)))
         steps.append(Step(f"bsds_{method}", ["eval", "bsds", "--pred", str(pred), "--gt",
                                              str(data / "bsds500" / "groundTruth"), "--out",
-                                             str(out / "eval" / method / "bsds.json"), "--model", method, *res],
+                                             str(out / "eval" / method), "--model-name", method, *res],
                           needs=(f"edges_{method}",)))
 
     def figures():
