@@ -514,7 +514,7 @@ def run_recon(cfg: ReconConfig, checkpoint: str, checkpoint_mae: str | None = No
 
     atomic_write_json(out / "summary.json", summary)
     if fig_n > 0:
-        from reports.figures_recon import plot_recon_grid
+        from eval.figures import plot_recon_grid
 
         for r, paste in settings:
             cols = {"input": fig["input"]}
