@@ -26,7 +26,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from eval.command import Context, EvalCommand, EvalRunConfig, Outcome
+from eval.command import Context, EvalCommand, EvalRunConfig, Outcome, Shortcut
 from eval.zeroshot.common import validate_device
 from gmae.errors import InputError
 
@@ -143,6 +143,8 @@ def evaluate(cfg: FiguresConfig, ctx: Context) -> Outcome:
 
 
 command = EvalCommand("figures", FiguresConfig, evaluate, validate=validate,
+                      shortcuts=(Shortcut("--max-images", "max_images", "images shown (the first ones by name)"),
+                                 Shortcut("--device", "run.device", "auto | cpu | cuda")),
                       data_help="a folder of images (sets data.root)", config_help="(figures/default)")
 
 

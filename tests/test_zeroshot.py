@@ -426,3 +426,21 @@ def test_records_land_in_the_out_dir_and_bad_keys_exit_2(tiny_data, tiny_checkpo
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and key in err[0], (key, err)
         assert not bad.exists()
+
+
+def test_figures_command_draws_centres_and_scale_effect(tiny_data, tiny_checkpoint, tmp_path, capsys):
+    from gmae.cli import main
+
+    out = tmp_path / "figs"
+    scale = json.dumps({"c = 1": str(tiny_checkpoint), "c = 1 again": str(tiny_checkpoint)})
+    assert main(["eval", "figures", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data / "photos"),
+                 "--out", str(out), "--max-images", "2", "--device", "cpu", f"scale_effect={scale}"]) == 0
+    for stem in ("centres", "scale_effect"):
+        assert (out / f"{stem}.png").stat().st_size > 1000 and (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+    assert not (out / "results.jsonl").exists()  # figures only, no records
+    capsys.readouterr()
+    bad = json.dumps({"c = 2": str(tmp_path / "nope.pth")})
+    assert main(["eval", "figures", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data / "photos"),
+                 "--out", str(tmp_path / "bad"), f"scale_effect={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert "scale_effect" in err and "nope.pth" in err
