@@ -539,7 +539,8 @@ class BsdsConfig:
     run: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(out_dir="runs/bsds"))
 
 
-def validate(cfg: BsdsConfig) -> None:
+def validate_benchmark(cfg) -> None:
+    """The benchmark's keys (``thresholds``, ``max_dist``, ``workers``), naming the bad one."""
     from gmae.errors import InputError
 
     if cfg.thresholds < 1:
@@ -548,6 +549,12 @@ def validate(cfg: BsdsConfig) -> None:
         raise InputError(f"max_dist must be > 0, got {cfg.max_dist}")
     if cfg.workers < 0:
         raise InputError(f"workers must be >= 0, got {cfg.workers}")
+
+
+def validate(cfg: BsdsConfig) -> None:
+    from gmae.errors import InputError
+
+    validate_benchmark(cfg)
     for key, folder in (("data.pred", cfg.data.pred), ("data.root", cfg.data.root)):
         if not Path(folder).is_dir():
             raise InputError(f"{key}: folder not found: {folder}")
@@ -569,13 +576,18 @@ def evaluate(cfg: BsdsConfig, ctx) -> Any:
     return Outcome(records, f"{bsds_line(res)} in {res['seconds']:.1f} s -> {result_file}", res)
 
 
+# the benchmark's settings, also keys of the zero-shot edges (eval/zeroshot/edges.py)
+BENCHMARK_SHORTCUTS = (
+    Shortcut("--thresholds", "thresholds", "benchmark thresholds: linspace(1/(n+1), n/(n+1), n)"),
+    Shortcut("--max-dist", "max_dist", "benchmark matching radius as a fraction of the image diagonal"),
+    Shortcut("--workers", "workers", "worker processes of the benchmark (0: all usable CPUs)"),
+)
+
 command = EvalCommand(
     "bsds", BsdsConfig, evaluate, validate=validate, checkpoint="none",
     shortcuts=(Shortcut("--pred", "data.pred", "folder of <id>.png soft edge maps (8-bit, value/255)"),
                Shortcut("--gt", "data.root", "folder of BSDS500 <id>.mat ground truth"),
-               Shortcut("--thresholds", "thresholds", "number of thresholds, linspace(1/(n+1), n/(n+1))"),
-               Shortcut("--max-dist", "max_dist", "matching radius as a fraction of the image diagonal"),
-               Shortcut("--workers", "workers", "worker processes (0: all usable CPUs)"),
+               *BENCHMARK_SHORTCUTS,
                Shortcut("--quiet", "run.progress", "no progress bar", switch=True, sets="false")),
     data_help="folder of BSDS500 <id>.mat ground truth (sets data.root, as --gt)",
     config_help="(bsds/default)")

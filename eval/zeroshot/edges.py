@@ -43,7 +43,7 @@ from torch import Tensor
 
 from gmae.render import Gaussians, render
 
-from eval.bsds import DEFAULT_MAX_DIST, DEFAULT_THRESHOLDS
+from eval.bsds import BENCHMARK_SHORTCUTS, DEFAULT_MAX_DIST, DEFAULT_THRESHOLDS, validate_benchmark
 from eval.command import Context, EvalCommand, EvalRunConfig, Outcome, Shortcut
 from eval.zeroshot.common import SHORTCUTS, at_least, load_model, validate_run, write_map
 from eval.zeroshot.layers import keep_first, repeat_images, resize_map, sort_by_depth
@@ -224,10 +224,9 @@ def validate(cfg: EdgesConfig) -> None:
         raise InputError(f"threshold must be >= 0, got {cfg.threshold}")
     if cfg.render_size not in RENDER_SIZES:
         raise InputError(f"render_size must be one of {RENDER_SIZES}, got {cfg.render_size!r}")
-    at_least(cfg, ("batch_size", "thresholds"), 1)
-    at_least(cfg, ("workers", "figure_images"), 0)
-    if not cfg.max_dist > 0:
-        raise InputError(f"max_dist must be > 0, got {cfg.max_dist}")
+    at_least(cfg, ("batch_size",), 1)
+    at_least(cfg, ("figure_images",), 0)
+    validate_benchmark(cfg)
 
 
 def _check_inputs(cfg: EdgesConfig, out: Path) -> tuple[list[Path], Optional[Path]]:
@@ -369,9 +368,7 @@ command = EvalCommand(
                Shortcut("--no-nms", "nms", "skip NMS + thinning (not for benchmark numbers)", switch=True,
                         sets="false"),
                Shortcut("--batch-size", "batch_size", "images per forward pass"),
-               Shortcut("--workers", "workers", "worker processes of the BSDS evaluator (0: all usable CPUs)"),
-               Shortcut("--thresholds", "thresholds", "benchmark thresholds"),
-               Shortcut("--max-dist", "max_dist", "benchmark matching radius (fraction of the image diagonal)"),
+               *BENCHMARK_SHORTCUTS,
                Shortcut("--figure-images", "figure_images", "images in the hierarchy figure (0: none)"),
                *SHORTCUTS),
     data_help="BSDS500 folder: images/ [+ groundTruth/], or the official release (sets data.root)",
