@@ -16,43 +16,27 @@ ODS: counts summed over images per threshold; best F over linear interpolation b
   max(0.5, lowest precision), interpolated over the unique precisions (NaN if 50 % precision is never reached).
   These follow Dollar's edgesEvalDir.m, which produced the HED / SAM reference numbers.
 
-Correspondence (the one deliberate difference from the original). The original correspondPixels solves a min-cost
-perfect matching with CSA on a graph where every pixel can also be matched to an outlier node at cost
-oc = 100 * maxDist; i.e. it maximises sum over matched pairs of (oc - distance). Its outlier edges are a random
-sparse subset and its costs are rounded to 0.01 px, so it varies slightly from run to run. Here the assignment is
-defined as: a MAXIMUM-CARDINALITY matching between P and G_g over pairs at distance <= maxDist, and among those one
-of MINIMUM TOTAL EUCLIDEAN DISTANCE. This optimises the same objective whenever every augmenting path relative to
-the original's optimum has fewer than 99 unmatched-matched pairs (each extra match gains oc - d >= 99 maxDist, the
-path's rematching can cost at most (L + 1) maxDist), i.e. in all but pathological cases, and it is deterministic.
-The counts depend on the matching only through its cardinality (exact, via Hopcroft-Karp) and through which
-predicted pixels are matched (for cntP). Among maximum matchings with the same total distance (exact ties, common on
-the pixel lattice) the matched set is the solver's deterministic choice; such ties change cntP by a few pixels out
-of thousands.
+Correspondence: a maximum-cardinality matching of P to G_g within maxDist, and among those one of minimum total
+Euclidean distance; deterministic, and the same objective as the original's CSA matching in all but pathological
+cases. Why, and how it is computed quickly (Hopcroft-Karp, Dulmage-Mendelsohn, a min-cost matching on the part
+of the graph that can change, reuse across thresholds, worker processes): docs/bsds.md.
 
-How it is computed quickly (all exact for the definition above):
-- only predicted pixels within maxDist of some G_g pixel enter the graph (a precomputed "near" mask per annotator);
-- Hopcroft-Karp (scipy ``maximum_bipartite_matching``) gives the cardinality and one maximum matching M. Predicted
-  pixels that are matched in every maximum matching are those not reachable from an M-unmatched predicted pixel by
-  an even alternating path (Dulmage-Mendelsohn); they need no costs. Only the reachable set D and its neighbours
-  N(D) (all of which every maximum matching matches into D) go to a min-cost full matching
-  (scipy ``min_weight_full_bipartite_matching``, LAPJVsp); the rest of the graph cannot change which pixels match;
-- thresholds whose binarisation equals the previous one reuse its counts, and an annotator whose set of nearby
-  predicted pixels is unchanged from the previous threshold reuses its matching;
-- images are scored in parallel worker processes (``--workers``).
+    gmae eval bsds --pred PRED_DIR --gt GT_DIR --model-name NAME [--out DIR] [--config bsds/default]
+                   [--results DIR] [key=value ...]
 
-Outputs RESULT.json (written atomically) with ods / ois / ap / r50 / n_images, the ODS and OIS thresholds, P and R,
-the dataset P/R curve and counts per threshold, and a per-image table. With ``--results DIR --model NAME`` the four
-metrics are also appended to the results store as protocol ``bsds_edges``.
+Writes OUT/bsds.json (atomically) with ods / ois / ap / r50 / n_images, the ODS and OIS thresholds, P and R, the
+dataset P/R curve and counts per threshold, and a per-image table, and appends the four metrics to the results
+store (``--results``, default OUT) as protocol ``bsds_edges``, labelled ``run.model_name``. Settings:
+:class:`BsdsConfig` (``configs/bsds/default.yaml``).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -62,6 +46,7 @@ from scipy.sparse.csgraph import breadth_first_order, maximum_bipartite_matching
 
 from gmae.data.bsds import boundaries_from_segmentation, ground_truth_mat_bytes, load_gt_boundaries
 
+from eval.command import EvalCommand, EvalRunConfig, Shortcut
 from eval.edge_nms import thin
 
 DEFAULT_THRESHOLDS = 99
@@ -471,59 +456,115 @@ def evaluate_dir(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, thresho
     return out
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+def json_safe(obj: Any) -> Any:
+    """JSON-safe copy: non-finite floats become null, numpy scalars / arrays become Python values."""
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
     return obj
 
 
-# ============================================================================================ CLI
+def usable_workers(workers: int = 0) -> int:
+    """``workers``, or all CPUs this process may use when it is 0."""
+    if workers:
+        return int(workers)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pred", required=True, help="directory of <id>.png soft edge maps (8-bit, value/255)")
-    parser.add_argument("--gt", required=True, help="directory of BSDS500 <id>.mat ground truth")
-    parser.add_argument("--out", required=True, help="RESULT.json to write")
-    parser.add_argument("--thresholds", type=int, default=DEFAULT_THRESHOLDS,
-                        help="number of thresholds, linspace(1/(n+1), n/(n+1)) (default: 99)")
-    parser.add_argument("--max-dist", type=float, default=DEFAULT_MAX_DIST,
-                        help="matching radius as a fraction of the image diagonal (default: 0.0075)")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                        else (os.cpu_count() or 1), help="worker processes (default: all usable CPUs)")
-    parser.add_argument("--results", default=None, help="results store directory to append bsds_edges records to")
-    parser.add_argument("--model", default=None, help="model name for the result records (needed with --results)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+METRICS = ("ods", "ois", "ap", "r50")
 
 
-def run(args: argparse.Namespace) -> int:
-    from gmae.io import atomic_write_json
+def bsds_records(ctx, res: dict, **extra) -> list[dict]:
+    """The ``bsds_edges`` records (ODS, OIS, AP, R50) of a JSON-safe result, through the shell's ``ctx``."""
+    return [ctx.record("bsds_edges", m, res[m], n_images=res["n_images"], **extra) for m in METRICS]
 
+
+def bsds_line(res: dict) -> str:
+    """``ODS .. OIS .. AP .. R50 .. (N images)`` of a JSON-safe result (nan where a metric is null)."""
+    def fmt(v):
+        return "nan" if v is None else f"{v:.3f}"
+
+    return "  ".join(f"{m.upper()} {fmt(res[m])}" for m in METRICS) + f"  ({res['n_images']} images)"
+
+
+# ============================================================================================ command
+
+
+@dataclass
+class BsdsDataConfig:
+    root: str = "???"  # ground truth: folder of BSDS500 <id>.mat (--gt); "???" = must be given
+    pred: str = "???"  # predictions: folder of <id>.png soft edge maps, 8-bit, value / 255 (--pred)
+
+
+@dataclass
+class BsdsConfig:
+    thresholds: int = DEFAULT_THRESHOLDS  # number of thresholds, linspace(1/(n+1), n/(n+1), n)
+    max_dist: float = DEFAULT_MAX_DIST  # matching radius as a fraction of the image diagonal
+    workers: int = 0  # worker processes; 0: all usable CPUs
+    data: BsdsDataConfig = field(default_factory=BsdsDataConfig)
+    # run.model_name labels the records (required: there is no checkpoint to take a name from)
+    run: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(out_dir="runs/bsds"))
+
+
+def validate_benchmark(cfg) -> None:
+    """The benchmark's keys (``thresholds``, ``max_dist``, ``workers``), naming the bad one."""
     from gmae.errors import InputError
 
-    if args.results and not args.model:
-        raise InputError("--results needs --model NAME")
-    if args.thresholds < 1:
-        raise InputError(f"--thresholds must be >= 1, got {args.thresholds}")
-    res = evaluate_dir(args.pred, args.gt, args.thresholds, args.max_dist, args.workers, progress=not args.quiet)
-    res = _json_safe(res)
-    atomic_write_json(args.out, res)
-    if args.results:
-        from gmae.results import ResultsStore, make_record
+    if cfg.thresholds < 1:
+        raise InputError(f"thresholds must be >= 1, got {cfg.thresholds}")
+    if not cfg.max_dist > 0:
+        raise InputError(f"max_dist must be > 0, got {cfg.max_dist}")
+    if cfg.workers < 0:
+        raise InputError(f"workers must be >= 0, got {cfg.workers}")
 
-        config = {"thresholds": args.thresholds, "max_dist": args.max_dist, "pred_dir": str(Path(args.pred).resolve())}
-        records = [make_record("bsds_edges", m, res[m], model=args.model, config=config,
-                               data=str(Path(args.gt).resolve()), n_images=res["n_images"],
-                               result_file=str(Path(args.out).resolve()))
-                   for m in ("ods", "ois", "ap", "r50")]
-        ResultsStore(args.results).append(records)
-    r50 = "nan" if res["r50"] is None else f"{res['r50']:.3f}"
-    print(f"ODS {res['ods']:.3f}  OIS {res['ois']:.3f}  AP {res['ap']:.3f}  R50 {r50}  "
-          f"({res['n_images']} images, {res['seconds']:.1f} s) -> {args.out}")
-    return 0
+
+def validate(cfg: BsdsConfig) -> None:
+    from gmae.errors import InputError
+
+    validate_benchmark(cfg)
+    for key, folder in (("data.pred", cfg.data.pred), ("data.root", cfg.data.root)):
+        if not Path(folder).is_dir():
+            raise InputError(f"{key}: folder not found: {folder}")
+    if not cfg.run.model_name:
+        raise InputError("run.model_name (--model-name NAME) is required: it labels the bsds_edges records")
+
+
+def evaluate(cfg: BsdsConfig, ctx) -> Any:
+    """Score the predictions against the ground truth, write OUT/bsds.json; records of ODS / OIS / AP / R50."""
+    from gmae.io import atomic_write_json
+
+    from eval.command import Outcome
+
+    res = json_safe(evaluate_dir(cfg.data.pred, cfg.data.root, cfg.thresholds, cfg.max_dist,
+                                 usable_workers(cfg.workers), progress=cfg.run.progress))
+    result_file = atomic_write_json(ctx.out_dir / "bsds.json", res)
+    records = bsds_records(ctx, res, data=str(Path(cfg.data.root).resolve()),
+                           result_file=str(result_file.resolve()))
+    return Outcome(records, f"{bsds_line(res)} in {res['seconds']:.1f} s -> {result_file}", res)
+
+
+# the benchmark's settings, also keys of the zero-shot edges (eval/zeroshot/edges.py)
+BENCHMARK_SHORTCUTS = (
+    Shortcut("--thresholds", "thresholds", "benchmark thresholds: linspace(1/(n+1), n/(n+1), n)"),
+    Shortcut("--max-dist", "max_dist", "benchmark matching radius as a fraction of the image diagonal"),
+    Shortcut("--workers", "workers", "worker processes of the benchmark (0: all usable CPUs)"),
+)
+
+command = EvalCommand(
+    "bsds", BsdsConfig, evaluate, validate=validate, checkpoint="none",
+    shortcuts=(Shortcut("--pred", "data.pred", "folder of <id>.png soft edge maps (8-bit, value/255)"),
+               Shortcut("--gt", "data.root", "folder of BSDS500 <id>.mat ground truth"),
+               *BENCHMARK_SHORTCUTS,
+               Shortcut("--quiet", "run.progress", "no progress bar", switch=True, sets="false")),
+    data_help="folder of BSDS500 <id>.mat ground truth (sets data.root, as --gt)",
+    config_help="(bsds/default)")
 
 
 # ============================================================================================ synthetic data

@@ -1,6 +1,9 @@
 """Classic edge baselines for BSDS500: write PRED_DIR/<id>.png soft edge maps for BSDS_DIR/images/<id>.jpg.
 
-Score them with ``gmae eval bsds --pred PRED_DIR --gt BSDS_DIR/groundTruth``.
+    gmae eval classic-edges --data BSDS_DIR --method sobel|canny --out PRED_DIR [--config classic_edges/sobel]
+
+Score them with ``gmae eval bsds --pred PRED_DIR --gt BSDS_DIR/groundTruth --model-name sobel``. Settings:
+:class:`ClassicEdgesConfig` (``configs/classic_edges/{sobel,canny}.yaml``).
 
 sobel: the Sobel gradient magnitude of the grey image (``skimage.filters.sobel``), divided by its maximum over the
   image, then the structured-edge NMS (``eval.edge_nms.edge_nms``, r=1, s=5, m=1.01) that CNN maps get.
@@ -16,10 +19,13 @@ canny: ``skimage.feature.canny`` made soft by sweeping its thresholds. For each 
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from eval.command import Context, EvalCommand, EvalRunConfig, Outcome, Shortcut
+from gmae.errors import InputError
 
 METHODS = ("sobel", "canny")
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -89,13 +95,31 @@ def write_predictions(bsds_dir: str | Path, out_dir: str | Path, method: str) ->
     return written
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="BSDS directory holding images/<id>.jpg")
-    parser.add_argument("--method", required=True, choices=METHODS)
-    parser.add_argument("--out", required=True, help="directory for the <id>.png soft edge maps")
+@dataclass
+class ClassicEdgesDataConfig:
+    root: str = "???"  # BSDS folder holding images/<id>.jpg; "???" = must be given
 
 
-def run(args: argparse.Namespace) -> int:
-    written = write_predictions(args.data, args.out, args.method)
-    print(f"{args.method}: wrote {len(written)} edge maps to {args.out}")
-    return 0
+@dataclass
+class ClassicEdgesConfig:
+    method: str = "???"  # sobel | canny
+    data: ClassicEdgesDataConfig = field(default_factory=ClassicEdgesDataConfig)
+    # the folder of <id>.png soft edge maps (nothing else .png is written there)
+    run: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(out_dir="runs/classic_edges"))
+
+
+def validate(cfg: ClassicEdgesConfig) -> None:
+    if cfg.method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, got {cfg.method!r}")
+
+
+def evaluate(cfg: ClassicEdgesConfig, ctx: Context) -> Outcome:
+    """Edge maps only: scoring them is ``gmae eval bsds``'s job, so no records."""
+    written = write_predictions(cfg.data.root, ctx.out_dir, cfg.method)
+    return Outcome([], f"{cfg.method}: wrote {len(written)} edge maps to {ctx.out_dir}", {"n_images": len(written)})
+
+
+command = EvalCommand("classic-edges", ClassicEdgesConfig, evaluate, validate=validate, checkpoint="none",
+                      shortcuts=(Shortcut("--method", "method", "sobel | canny"),),
+                      data_help="BSDS folder holding images/<id>.jpg (sets data.root)",
+                      config_help="(classic_edges/sobel, classic_edges/canny)")

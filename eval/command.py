@@ -42,7 +42,8 @@ class Shortcut:
     key: str
     help: str
     nargs: Optional[str] = None
-    switch: bool = False  # a flag without value that sets the key to true
+    switch: bool = False  # a flag without value that sets the key to ``sets``
+    sets: str = "true"  # e.g. ``Shortcut("--quiet", "run.progress", ..., switch=True, sets="false")``
 
 
 @dataclass
@@ -115,7 +116,8 @@ class EvalCommand:
         parser.add_argument("--model-name", default=None, help="label of the records (sets run.model_name)")
         for s in self.shortcuts:
             if s.switch:
-                parser.add_argument(s.flag, action="store_true", default=None, help=f"{s.help} (sets {s.key}=true)")
+                parser.add_argument(s.flag, action="store_true", default=None,
+                                    help=f"{s.help} (sets {s.key}={s.sets})")
             else:
                 parser.add_argument(s.flag, nargs=s.nargs, default=None, help=f"{s.help} (sets {s.key})")
         parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. run.device=cpu")
@@ -134,7 +136,7 @@ class EvalCommand:
             if value is None:
                 continue
             if s.switch:
-                out.append(f"{s.key}=true")
+                out.append(f"{s.key}={s.sets}")
             elif isinstance(value, list):
                 # `--mask-ratio 0 0.75 key=value`: argparse hands trailing overrides to the list flag
                 extra += [v for v in value if "=" in v]
@@ -192,4 +194,6 @@ class EvalCommand:
 def _scalar(text: str):
     import yaml
 
-    return yaml.safe_load(text)
+    value = yaml.safe_load(text)
+    # YAML 1.1 reads 32:48 as the base-60 number 1968: a number written with a colon stays the text it was
+    return text if isinstance(value, (int, float)) and ":" in text else value

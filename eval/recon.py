@@ -451,7 +451,7 @@ def _rfid(cfg: ReconConfig, spec, dirs: dict, names: list[str], device: torch.de
 
 
 def _figures(out: Path, models: list[_Model], settings, rows: list[dict], fig: dict, n: int) -> None:
-    from reports.figures_recon import plot_recon_grid
+    from eval.figures import plot_recon_grid
 
     for r, paste in settings:
         cols = {"input": fig["input"]}

@@ -33,6 +33,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("eval", "layers"), "eval.zeroshot.layers", "zero-shot depth layers: renders of the nearest K Gaussians (figure)"),
     (("eval", "figure-ground"), "eval.zeroshot.figure_ground", "zero-shot figure-ground from depth layers: IoU, acc, max F"),
     (("eval", "edges"), "eval.zeroshot.edges", "zero-shot edges from depth groups, scored on BSDS500 (ODS/OIS/AP)"),
+    (("eval", "figures"), "eval.figures", "figures that run a model: Gaussian centres, effect of the maximum scale c"),
 ]
 
 GROUP_HELP = {

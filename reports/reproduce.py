@@ -25,7 +25,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from gmae.errors import InputError
 from gmae.io import atomic_write_json
@@ -37,8 +36,7 @@ PRESETS = ("smoke", "tiny", "paper")
 @dataclass
 class Step:
     name: str
-    argv: list[str] = field(default_factory=list)  # arguments of ``gmae``; or a Python callable below
-    call: Callable[[], object] | None = None
+    argv: list[str] = field(default_factory=list)  # arguments of ``gmae``
     needs: tuple[str, ...] = ()
     always: bool = False  # cheap steps that read the others' outputs (the report) run every time
 
@@ -138,19 +136,16 @@ def tiny_steps(out: Path, p: dict) -> list[Step]:
                                               method, "--out", str(pred)], needs=("data",)))
         steps.append(Step(f"bsds_{method}", ["eval", "bsds", "--pred", str(pred), "--gt",
                                              str(data / "bsds500" / "groundTruth"), "--out",
-                                             str(out / "eval" / method / "bsds.json"), "--model", method, *res],
+                                             str(out / "eval" / method), "--model-name", method, *res],
                           needs=(f"edges_{method}",)))
-
-    def figures():
-        from reports.figures import centres_figure, scale_effect_figure
-
-        imgs = sorted((data / "photos").glob("*.png"))[:6]
-        fig_dir = out / "eval" / "gmae" / "model_figures" / "figures"
-        centres_figure(ckpt["gmae"], imgs, fig_dir / "centres")
-        if p["ablations"]:
-            scale_effect_figure([("c = 0.5", ckpt["gmae_scale0.5"]), ("c = 1", ckpt["gmae"]),
-                                 ("c = 2", ckpt["gmae_scale2"])], imgs, fig_dir / "scale_effect")
-    steps.append(Step("figures", call=figures, needs=("pretrain_gmae",)))
+    figures = ["eval", "figures", "--checkpoint", ckpt["gmae"], "--data", str(data / "photos"), "--out",
+               str(out / "eval" / "gmae" / "model_figures" / "figures")]
+    needs = ("pretrain_gmae",)
+    if p["ablations"]:
+        scale = {"c = 0.5": ckpt["gmae_scale0.5"], "c = 1": ckpt["gmae"], "c = 2": ckpt["gmae_scale2"]}
+        figures.append(f"scale_effect={json.dumps(scale)}")
+        needs += ("pretrain_gmae_scale0.5", "pretrain_gmae_scale2")
+    steps.append(Step("figures", figures, needs=needs))
     steps.append(Step("report", ["report", "--results", str(out), "--out", str(out / "report")], always=True))
     return steps
 
@@ -214,13 +209,11 @@ def paper_jobs(out: Path, args: argparse.Namespace, nodes: int, gpus: int) -> li
     return jobs
 
 
-def tiny_jobs(steps: list[Step], out: Path, preset: str) -> list[Job]:
-    """The smoke / tiny steps as SLURM jobs: each runs its own ``gmae`` command (the figures step, a Python
-    call, runs through ``gmae reproduce --only figures``)."""
+def tiny_jobs(steps: list[Step]) -> list[Job]:
+    """The smoke / tiny steps as SLURM jobs: each runs its own ``gmae`` command."""
     jobs = []
     for s in steps:
-        argv = s.argv if s.call is None else ["reproduce", "--preset", preset, "--out", str(out), "--only", s.name]
-        jobs.append(Job(s.name, ["-m", "gmae", *argv], needs=s.needs, after_all=s.always, gpus=False))
+        jobs.append(Job(s.name, ["-m", "gmae", *s.argv], needs=s.needs, after_all=s.always, gpus=False))
     return jobs
 
 
@@ -242,7 +235,7 @@ def run_slurm(out: Path, args: argparse.Namespace) -> int:
     if args.preset == "paper":
         jobs = paper_jobs(out, args, res.nodes, res.gpus_per_node)
     else:
-        jobs = tiny_jobs(tiny_steps(out, SMOKE if args.preset == "smoke" else TINY), out, args.preset)
+        jobs = tiny_jobs(tiny_steps(out, SMOKE if args.preset == "smoke" else TINY))
     names = [j.name for j in jobs]
     for n in list(args.only or []):
         if n not in names:
@@ -290,12 +283,11 @@ def run_steps(steps: list[Step], out: Path, args: argparse.Namespace) -> int:
             print(f"[{i}/{len(steps)}] {s.name}: skipped, needs failed step(s) {blocked}")
             failed.append(s.name)
             continue
-        print(f"[{i}/{len(steps)}] {s.name}: gmae {' '.join(s.argv) if s.argv else '(figures)'}", flush=True)
+        print(f"[{i}/{len(steps)}] {s.name}: gmae {' '.join(s.argv)}", flush=True)
         t0 = time.perf_counter()
         ran += 1
         try:
-            code = s.call() if s.call is not None else gmae_main(list(s.argv))
-            code = code if isinstance(code, int) else 0
+            code = gmae_main(list(s.argv))
         except Exception as e:  # noqa: BLE001 - reported with the step's name, then raised or kept going
             if not args.keep_going:
                 raise RuntimeError(f"reproduce step {s.name!r} failed: {e}") from e

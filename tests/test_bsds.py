@@ -314,22 +314,48 @@ def test_cli_end_to_end_and_results_records(tmp_path):
     from gmae.results import ResultsStore
 
     pred_dir, gt_dir = bsds.write_synthetic_set(tmp_path / "set", 3, 48, 64, 3, seed=1)
-    out = tmp_path / "res.json"
+    out = tmp_path / "bsds"  # the output dir; the result is OUT/bsds.json
     code = main(["eval", "bsds", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out),
                  "--thresholds", "19", "--max-dist", "0.03", "--workers", "1", "--quiet",
-                 "--results", str(tmp_path / "store"), "--model", "toy"])
+                 "--results", str(tmp_path / "store"), "--model-name", "toy"])
     assert code == 0
-    res = json.loads(out.read_text())
+    res = json.loads((out / "bsds.json").read_text())
     for k in ("ods", "ois", "ap", "r50", "n_images", "ods_threshold", "curve", "per_image"):
         assert k in res
     assert res["n_images"] == 3 and len(res["curve"]["threshold"]) == 19 and 0 < res["ods"] <= 1
     recs = ResultsStore(tmp_path / "store").read()
     assert sorted(r["metric"] for r in recs) == ["ap", "ods", "ois", "r50"]
     assert all(r["protocol"] == "bsds_edges" and r["model"] == "toy" for r in recs)
+    assert all(r["result_file"] == str((out / "bsds.json").resolve()) and r["n_images"] == 3 for r in recs)
+    assert {r["metric"]: r["value"] for r in recs}["ods"] == pytest.approx(res["ods"])
+    assert not (out / "results.jsonl").exists()  # --results given: the records went there only
     # Parallel workers give the same numbers.
     par = bsds.evaluate_dir(pred_dir, gt_dir, 19, 0.03, workers=2)
     assert par["curve"]["cntR"] == res["curve"]["cntR"] and par["curve"]["cntP"] == res["curve"]["cntP"]
     assert par["ods"] == pytest.approx(res["ods"], abs=0) and par["ap"] == pytest.approx(res["ap"], abs=0)
+
+
+def test_cli_records_default_to_the_out_dir_and_need_a_label(tmp_path, capsys):
+    from gmae.cli import main
+    from gmae.results import ResultsStore
+
+    pred_dir, gt_dir = bsds.write_synthetic_set(tmp_path / "set", 2, 32, 40, 2, seed=3)
+    out = tmp_path / "bsds"
+    assert main(["eval", "bsds", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out), "--quiet",
+                 "--thresholds", "9", "--workers", "1", "--model-name", "toy"]) == 0
+    recs = ResultsStore(out).read()  # no --results: OUT is the store
+    assert sorted(r["metric"] for r in recs) == ["ap", "ods", "ois", "r50"] and {r["model"] for r in recs} == {"toy"}
+    assert recs[0]["config"]["thresholds"] == 9 and recs[0]["config"]["data"]["pred"] == str(pred_dir)
+    assert (out / "config.yaml").is_file() and (out / "bsds.json").is_file()
+    capsys.readouterr()
+    # without a label the records could not be attributed: refused before scoring, naming the key
+    for extra, key in (([], "run.model_name"), (["--model-name", "toy", "thresholds=0"], "thresholds"),
+                       (["--model-name", "toy", "max_dist=-1"], "max_dist")):
+        bad = tmp_path / f"bad_{key}"
+        assert main(["eval", "bsds", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(bad), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and key in err[0], err
+        assert not bad.exists()
 
 
 def test_bad_inputs_name_the_file(tmp_path):
@@ -383,6 +409,7 @@ def test_classic_edges_cli(tmp_path, capsys):
         out = tmp_path / method
         assert main(["eval", "classic-edges", "--data", str(tmp_path / "bsds"), "--method", method,
                      "--out", str(out)]) == 0
+        assert sorted(p.name for p in out.glob("*.png")) == ["100.png"]  # nothing else the benchmark would pair
         with Image.open(out / "100.png") as im:
             assert im.mode == "L" and im.size == (64, 48)
             e = np.asarray(im) / 255.0
@@ -392,6 +419,9 @@ def test_classic_edges_cli(tmp_path, capsys):
     assert main(["eval", "classic-edges", "--data", str(tmp_path / "nothing"), "--method", "sobel",
                  "--out", str(tmp_path / "x")]) == 2
     assert "nothing" in capsys.readouterr().err
+    assert main(["eval", "classic-edges", "--data", str(tmp_path / "bsds"), "--method", "prewitt",
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "method" in capsys.readouterr().err
 
 
 # ============================================================================================ pyEdgeEval

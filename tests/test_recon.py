@@ -211,7 +211,7 @@ def test_reference_statistics_are_cached_by_file_content_and_extractor(folders, 
 # ----------------------------------------------------------------------------------------------------------
 
 def test_recon_grid_figure_writes_png_and_pdf(tmp_path):
-    from reports.figures_recon import plot_recon_grid
+    from eval.figures import plot_recon_grid
 
     rng = np.random.default_rng(0)
     cols = {name: [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(2)]

@@ -510,7 +510,7 @@ def test_fid_inception_tensors_are_handed_over_intact(tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv, names", [
     (["export", "--checkpoint", "{tmp}/missing.pth", "--out", "{tmp}/enc.pth"], "missing.pth"),
     (["report", "--results", "{tmp}/nowhere", "--out", "{tmp}/report"], "nowhere"),
-    (["eval", "bsds", "--pred", "{tmp}/nopred", "--gt", "{tmp}/nogt", "--out", "{tmp}/r.json"], "nopred"),
+    (["eval", "bsds", "--pred", "{tmp}/nopred", "--gt", "{tmp}/nogt", "--out", "{tmp}/bsds"], "nopred"),
     (["pretrain", "--config", "{tmp}/nothere.yaml"], "nothere.yaml"),
     (["pretrain", "--config", "pretrain/gmae_tiny", "--data", "{tmp}", "run.device=cuda"], "run.device=cuda"),
     (["eval", "knn", "--checkpoint", "{tmp}/missing.pth", "--data", "{tmp}"], "missing.pth"),

@@ -43,6 +43,24 @@ def test_list_and_unknown_step(tmp_path, capsys):
     assert len(err) == 1 and "unknown step 'nope'" in err[0]
 
 
+def test_tiny_figures_and_bsds_steps_are_eval_commands(tmp_path):
+    import json
+
+    from reports.reproduce import SMOKE, TINY, tiny_steps
+
+    steps = {s.name: s for s in tiny_steps(tmp_path, TINY)}
+    fig = steps["figures"].argv
+    assert fig[:2] == ["eval", "figures"] and fig[fig.index("--checkpoint") + 1].endswith("gmae/checkpoint.pth")
+    scale = json.loads(next(a for a in fig if a.startswith("scale_effect=")).partition("=")[2])
+    assert list(scale) == ["c = 0.5", "c = 1", "c = 2"] and scale["c = 2"].endswith("gmae_scale2/checkpoint.pth")
+    assert set(steps["figures"].needs) == {"pretrain_gmae", "pretrain_gmae_scale0.5", "pretrain_gmae_scale2"}
+    bsds = steps["bsds_sobel"].argv  # --out is the output dir; the result is OUT/bsds.json
+    assert bsds[bsds.index("--out") + 1] == str(tmp_path / "eval" / "sobel") and "--model-name" in bsds
+    smoke = {s.name: s for s in tiny_steps(tmp_path, SMOKE)}
+    assert not any(a.startswith("scale_effect=") for a in smoke["figures"].argv)
+    assert smoke["figures"].needs == ("pretrain_gmae",)
+
+
 def test_paper_preset_writes_chained_slurm_scripts(tmp_path):
     out = tmp_path / "paper"
     assert main(["reproduce", "--preset", "paper", "--out", str(out), "--data", "/datasets/imagenet",
@@ -71,7 +89,7 @@ def test_cli_help_and_errors(capsys):
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
     for cmd in ("pretrain", "export", "reproduce", "report", "linprobe", "finetune", "knn", "coco", "recon",
-                "figure-ground", "edges", "bsds", "tiny"):
+                "figure-ground", "edges", "bsds", "classic-edges", "layers", "figures", "tiny"):
         assert cmd in text
     assert main(["nope"]) == 2
     assert main(["eval", "nope"]) == 2

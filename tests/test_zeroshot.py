@@ -394,3 +394,52 @@ def test_layers_command_and_input_errors(tiny_data, tiny_checkpoint, tmp_path, c
     assert main(["eval", "edges", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "missing"),
                  "--out", str(tmp_path / "y")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_records_land_in_the_out_dir_and_bad_keys_exit_2(tiny_data, tiny_checkpoint, tmp_path, capsys):
+    from gmae.cli import main
+    from gmae.config import load_config
+    from gmae.results import ResultsStore
+
+    from eval.zeroshot.figure_ground import FigureGroundConfig
+
+    out = tmp_path / "fg"
+    assert main(["eval", "figure-ground", "--checkpoint", str(tiny_checkpoint), "--data",
+                 str(tiny_data / "saliency"), "--out", str(out), "--max-images", "2", "--figure-images", "0",
+                 "--device", "cpu"]) == 0
+    recs = ResultsStore(out).read()  # no --results: the output dir is the store
+    assert sorted(r["metric"] for r in recs) == ["iou", "max_f", "pixel_acc"]
+    assert all(r["n_images"] == 2 and r["variant"] == "rule" and r["config"]["max_images"] == 2 for r in recs)
+    # the saved config is the full one and reloads as it ran
+    saved = load_config(FigureGroundConfig, out / "config.yaml")
+    assert saved.max_images == 2 and saved.run.device == "cpu" and saved.data.root == str(tiny_data / "saliency")
+    capsys.readouterr()
+    # bad keys: one line naming the key, exit 2, before any work
+    for argv, key in ((["eval", "figure-ground", "--data", str(tiny_data / "saliency"), "batch_size=0"], "batch_size"),
+                      (["eval", "figure-ground", "--data", str(tiny_data / "saliency"), "nosuch_key=1"], "nosuch_key"),
+                      (["eval", "edges", "--data", str(tiny_data / "bsds500"), "render_size=huge"], "render_size"),
+                      (["eval", "layers", "--data", str(tiny_data / "photos"), "--images", "a.png"], "data.images"),
+                      (["eval", "layers", "--data", str(tiny_data / "photos"), "--slices", "0-4"], "slices")):
+        bad = tmp_path / f"bad_{key}"
+        assert main([*argv, "--checkpoint", str(tiny_checkpoint), "--out", str(bad)]) == 2, key
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and key in err[0], (key, err)
+        assert not bad.exists()
+
+
+def test_figures_command_draws_centres_and_scale_effect(tiny_data, tiny_checkpoint, tmp_path, capsys):
+    from gmae.cli import main
+
+    out = tmp_path / "figs"
+    scale = json.dumps({"c = 1": str(tiny_checkpoint), "c = 1 again": str(tiny_checkpoint)})
+    assert main(["eval", "figures", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data / "photos"),
+                 "--out", str(out), "--max-images", "2", "--device", "cpu", f"scale_effect={scale}"]) == 0
+    for stem in ("centres", "scale_effect"):
+        assert (out / f"{stem}.png").stat().st_size > 1000 and (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+    assert not (out / "results.jsonl").exists()  # figures only, no records
+    capsys.readouterr()
+    bad = json.dumps({"c = 2": str(tmp_path / "nope.pth")})
+    assert main(["eval", "figures", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data / "photos"),
+                 "--out", str(tmp_path / "bad"), f"scale_effect={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert "scale_effect" in err and "nope.pth" in err

@@ -7,5 +7,6 @@ and sort them by camera depth, nearest first. Then:
                                      (``gmae eval layers``);
 * :mod:`eval.zeroshot.figure_ground` front-layer alpha as a foreground map (``gmae eval figure-ground``);
 * :mod:`eval.zeroshot.edges`         depth-group index maps and their discontinuities (``gmae eval edges``);
-* :mod:`eval.zeroshot.figures`       the paper-style figures (PNG + PDF).
+* :mod:`eval.zeroshot.figures`       the paper-style figures (PNG + PDF);
+* :mod:`eval.zeroshot.common`        what the three commands share (checks, model loading, map files).
 """

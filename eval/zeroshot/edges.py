@@ -1,6 +1,7 @@
 """Zero-shot edges from GMAE's depth groups, scored with the BSDS500 benchmark (eval/bsds.py).
 
-    gmae eval edges --checkpoint CKPT --data BSDS_DIR --out PRED_DIR [--results DIR] [--gt GT_DIR]
+    gmae eval edges --checkpoint CKPT --data BSDS_DIR --out PRED_DIR [--config edges/bsds500] [--results DIR]
+                    [--gt GT_DIR] [key=value ...]
 
 Method (the paper's, with the choices it leaves open made explicit):
 1. Encode the whole image at mask ratio 0, decode all k Gaussians, sort them nearest first
@@ -21,24 +22,20 @@ Method (the paper's, with the choices it leaves open made explicit):
    structured-edge NMS (``eval.edge_nms.edge_nms``, r = 1, s = 5, m = 1.01) and thinning of its support
    (``eval.edge_nms.thin``), the standard preparation of soft maps for the benchmark.
 
-Writes PRED_DIR/<id>.png (8-bit single channel, value = round(255 E), the image's size) and, in
-PRED_DIR/report/ (a subfolder, so PRED_DIR holds only predictions): settings.json, edge_hierarchy.{png,pdf} (edges at
-l = 32 / 16 / 8 / 4 and the fused map for the first few images) and, when ground truth is found
-(BSDS_DIR/groundTruth or --gt), bsds_result.json from ``eval.bsds.evaluate_dir``; with ``--results DIR`` the ODS,
-OIS, AP and R50 go to the results store as protocol ``bsds_edges``.
+Writes PRED_DIR/<id>.png (8-bit single channel, value = round(255 E), the image's size; PRED_DIR = run.out_dir,
+which holds no other .png, so the benchmark pairs exactly these) and, in PRED_DIR/report/: settings.json,
+edge_hierarchy.{png,pdf} (edges at l = 32 / 16 / 8 / 4 and the fused map for the first few images) and, when ground
+truth is found (BSDS_DIR/groundTruth or --gt), bsds_result.json from ``eval.bsds.evaluate_dir``, whose ODS, OIS,
+AP and R50 go to the results store (``--results``, default PRED_DIR) as protocol ``bsds_edges``.
+Settings: :class:`EdgesConfig` (``configs/edges/bsds500.yaml``).
 """
 
 from __future__ import annotations
 
-import argparse
-import io
-import math
-import os
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -47,7 +44,11 @@ from torch import Tensor
 from gmae.data.bsds import find_bsds, load_gt_boundaries
 from gmae.render import Gaussians, batch_background, render
 
+from eval.bsds import BENCHMARK_SHORTCUTS, DEFAULT_MAX_DIST, DEFAULT_THRESHOLDS, validate_benchmark
+from eval.command import Context, EvalCommand, EvalRunConfig, Outcome, Shortcut
+from eval.zeroshot.common import SHORTCUTS, at_least, load_model, validate_run, write_map
 from eval.zeroshot.layers import resize_map
+from gmae.errors import InputError
 
 __all__ = [
     "DEFAULT_THRESHOLD", "LEVELS", "DepthEdges", "depth_group_edges", "group_bounds", "group_index_map",
@@ -166,59 +167,55 @@ def native_edge_map(soft: Tensor | np.ndarray, size: tuple[int, int], nms: bool 
 # ---------------------------------------------------------------------------------------------- command
 
 
-def _levels_arg(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"a level l must be >= 1, got {v}")
-    return v
+@dataclass
+class EdgesDataConfig:
+    # BSDS500: images/ [+ groundTruth/], or the official release (BSR/BSDS500/data); "???" = must be given
+    root: str = "???"
+    split: str = "test"  # split of the official release layout
+    gt: Optional[str] = None  # ground-truth folder of <id>.mat; None: the one found in root
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="GMAE training checkpoint (checkpoint.pth)")
-    parser.add_argument("--data", required=True, help="BSDS500 folder (images/ [+ groundTruth/], or the release)")
-    parser.add_argument("--out", required=True, help="folder for the <id>.png soft edge maps")
-    parser.add_argument("--gt", default=None, help="ground-truth folder of <id>.mat (default: the one in --data)")
-    parser.add_argument("--results", default=None, help="results store folder to append bsds_edges records to")
-    parser.add_argument("--split", default="test", help="split of the official release layout (default: test)")
-    parser.add_argument("--levels", type=_levels_arg, nargs="+", default=list(LEVELS),
-                        help="numbers of depth groups l (default: 4 8 16 32)")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help="a group 'changes' a pixel when max_c |dRGB| exceeds this (default: %(default)s)")
-    parser.add_argument("--render-size", choices=("model", "native"), default="model",
-                        help="render at the model's input size and resize the edge map (default), or render at "
-                             "each image's native size")
-    parser.add_argument("--no-nms", action="store_true", help="skip NMS + thinning (not for benchmark numbers)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "dense", "gsplat"),
-                        help="rendering backend")
-    parser.add_argument("--workers", type=int,
-                        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
-                        help="worker processes of the BSDS evaluator (default: all usable CPUs)")
-    parser.add_argument("--thresholds", type=int, default=99, help="benchmark thresholds (default: 99)")
-    parser.add_argument("--figure-images", type=int, default=4, help="images in the hierarchy figure (0: none)")
-    parser.add_argument("--model-name", default=None, help="label of the records (default: the checkpoint's model)")
+RENDER_SIZES = ("model", "native")
 
 
-def _png(arr: np.ndarray) -> bytes:
-    from PIL import Image
+@dataclass
+class EdgesConfig:
+    levels: List[int] = field(default_factory=lambda: list(LEVELS))  # numbers of depth groups l
+    threshold: float = DEFAULT_THRESHOLD  # a group 'changes' a pixel when max_c |dRGB| exceeds this
+    render_size: str = "model"  # model: render at the model's input size, resize the map | native: image size
+    nms: bool = True  # NMS + thinning (false: not for benchmark numbers)
+    batch_size: int = 8
+    backend: str = "auto"  # auto | torch | dense | gsplat
+    workers: int = 0  # worker processes of the BSDS evaluator; 0: all usable CPUs
+    thresholds: int = DEFAULT_THRESHOLDS  # benchmark thresholds
+    max_dist: float = DEFAULT_MAX_DIST  # benchmark matching radius, fraction of the image diagonal
+    figure_images: int = 4  # images in the hierarchy figure (0: none)
+    data: EdgesDataConfig = field(default_factory=EdgesDataConfig)
+    run: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(out_dir="runs/zeroshot/edges"))
 
-    buf = io.BytesIO()
-    Image.fromarray(np.rint(np.clip(arr, 0, 1) * 255).astype(np.uint8), mode="L").save(buf, format="PNG")
-    return buf.getvalue()
+
+def validate(cfg: EdgesConfig) -> None:
+    validate_run(cfg)
+    if not cfg.levels:
+        raise InputError("levels: give at least one number of depth groups l")
+    if min(cfg.levels) < 1:
+        raise InputError(f"levels must all be >= 1, got {list(cfg.levels)}")
+    if not cfg.threshold >= 0:
+        raise InputError(f"threshold must be >= 0, got {cfg.threshold}")
+    if cfg.render_size not in RENDER_SIZES:
+        raise InputError(f"render_size must be one of {RENDER_SIZES}, got {cfg.render_size!r}")
+    at_least(cfg, ("batch_size",), 1)
+    at_least(cfg, ("figure_images",), 0)
+    validate_benchmark(cfg)
 
 
-def _check_inputs(args) -> tuple[list[Path], Optional[Path]]:
+def _check_inputs(cfg: EdgesConfig, out: Path) -> tuple[list[Path], Optional[Path]]:
     """Everything that can be wrong with the inputs, before the model runs."""
-    if args.batch_size < 1 or args.thresholds < 1 or args.workers < 1:
-        raise ValueError("--batch-size, --thresholds and --workers must be >= 1")
-    if not args.threshold >= 0:
-        raise ValueError(f"--threshold must be >= 0, got {args.threshold}")
-    image_dir, gt_dir = find_bsds(Path(args.data), args.split)
-    if args.gt is not None:
-        gt_dir = Path(args.gt)
+    image_dir, gt_dir = find_bsds(Path(cfg.data.root), cfg.data.split)
+    if cfg.data.gt is not None:
+        gt_dir = Path(cfg.data.gt)
         if not gt_dir.is_dir():
-            raise FileNotFoundError(f"--gt: folder not found: {gt_dir}")
+            raise FileNotFoundError(f"data.gt: folder not found: {gt_dir}")
     images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not images:
         raise FileNotFoundError(f"no image in {image_dir}")
@@ -231,11 +228,10 @@ def _check_inputs(args) -> tuple[list[Path], Optional[Path]]:
             raise ValueError(f"images in {image_dir} and ground truth in {gt_dir} differ: "
                              f"{sorted(ids - gts)[:5]} have no .mat, {sorted(gts - ids)[:5]} have no image")
         _check_ground_truth(images, gt_dir)
-    out = Path(args.out)
     if out.is_dir():
         stale = sorted(p.name for p in out.glob("*.png") if p.stem not in ids)
         if stale:
-            raise ValueError(f"--out {out} holds {len(stale)} .png files that are not images of this set "
+            raise ValueError(f"run.out_dir {out} holds {len(stale)} .png files that are not images of this set "
                              f"({', '.join(stale[:5])}); the benchmark would pair them, use an empty folder")
     return images, gt_dir
 
@@ -253,102 +249,103 @@ def _check_ground_truth(images: list[Path], gt_dir: Path) -> None:
                              f"(HxW) but {p} is {h}x{w}")
 
 
-def run(args: argparse.Namespace) -> int:
+def batch_edges(g: Gaussians, pils: list, size: int, cfg: EdgesConfig) -> list[tuple[DepthEdges, int]]:
+    """(depth-group edges, index in them) of every image of a batch: one batched render at the model's input
+    size, or one render per image at its native size (``render_size``)."""
+    levels = tuple(cfg.levels)
+    if cfg.render_size == "model":
+        res = depth_group_edges(g, size, size, levels, cfg.threshold, backend=cfg.backend)
+        return [(res, i) for i in range(len(pils))]
+    return [(depth_group_edges(g.select_images(i), im.height, im.width, levels, cfg.threshold,
+                               backend=cfg.backend), 0) for i, im in enumerate(pils)]
+
+
+def write_edge_maps(model, size: int, images: list[Path], cfg: EdgesConfig, ctx: Context) -> list[tuple]:
+    """OUT/<id>.png of every image (the benchmark's input); returns the examples for the hierarchy figure."""
     from gmae.data.images import load_rgb
-    from gmae.io import atomic_write, atomic_write_json
+
+    from eval.zeroshot.layers import input_transform, predict_sorted
+
+    tf = input_transform(size)
+    show = []
+    for start in range(0, len(images), cfg.batch_size):
+        paths = images[start:start + cfg.batch_size]
+        pils = [load_rgb(p) for p in paths]
+        g = predict_sorted(model, torch.stack([tf(im) for im in pils]).to(ctx.device))
+        for p, im, (r, k) in zip(paths, pils, batch_edges(g, pils, size, cfg)):
+            edge = native_edge_map(r.soft[k], (im.height, im.width), nms=cfg.nms)
+            write_map(ctx.out_dir / f"{p.stem}.png", edge)
+            if len(show) < cfg.figure_images:
+                show.append((p.stem, np.asarray(im, np.float64) / 255.0,
+                             {lv: r.edges[lv][k].cpu().numpy() for lv in cfg.levels}, edge))
+    return show
+
+
+def write_report(report: Path, settings: dict, show: list[tuple]) -> None:
+    """REPORT/settings.json and, with examples, REPORT/edge_hierarchy.{png,pdf} (levels coarse to fine)."""
+    from gmae.io import atomic_write_json
 
     from eval.zeroshot import figures
-    from eval.zeroshot.layers import input_transform, load_gaussian_model, predict_sorted, resolve_device
 
-    try:
-        images, gt_dir = _check_inputs(args)
-        device = resolve_device(args.device)
-        model, cfg = load_gaussian_model(args.checkpoint, device)
-        for lv in args.levels:
-            group_bounds(model.num_gaussians, lv)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
-        print(f"gmae eval edges: error: {e}", file=sys.stderr)
-        return 2
-    size, levels = cfg.data.img_size, tuple(args.levels)
-    tf = input_transform(size)
-    out = Path(args.out)
-    report = out / "report"
-    show = []
-    t0 = time.perf_counter()
-    for start in range(0, len(images), args.batch_size):
-        paths = images[start:start + args.batch_size]
-        pils = []
-        for p in paths:
-            pils.append(load_rgb(p))
-        imgs = torch.stack([tf(im) for im in pils]).to(device)
-        g = predict_sorted(model, imgs)
-        if args.render_size == "model":
-            res = [depth_group_edges(g, size, size, levels, args.threshold, backend=args.backend)]
-        else:
-            res = [depth_group_edges(g.select_images(i), im.height, im.width, levels, args.threshold,
-                                     backend=args.backend) for i, im in enumerate(pils)]
-        for i, (p, im) in enumerate(zip(paths, pils)):
-            r, k = (res[0], i) if args.render_size == "model" else (res[i], 0)
-            edge = native_edge_map(r.soft[k], (im.height, im.width), nms=not args.no_nms)
-            atomic_write(out / f"{p.stem}.png", lambda f, e=edge: f.write(_png(e)))
-            if len(show) < args.figure_images:
-                show.append((p.stem, np.asarray(im, np.float64) / 255.0,
-                             {lv: r.edges[lv][k].cpu().numpy() for lv in levels}, edge))
-    seconds = time.perf_counter() - t0
-    settings = {"levels": list(levels), "threshold": args.threshold, "render_size": args.render_size,
-                "nms": not args.no_nms, "soft_map": "mean over levels of binary group-index discontinuities",
-                "change": "first group with max_c |dRGB| > threshold", "img_size": size,
-                "num_gaussians": model.num_gaussians, "backend": args.backend,
-                "checkpoint": str(Path(args.checkpoint).resolve()), "data": str(Path(args.data).resolve()),
-                "n_images": len(images), "seconds_predict": seconds}
     atomic_write_json(report / "settings.json", settings)
     if show:
-        fig = figures.edge_hierarchy_figure([s[1] for s in show], [s[2] for s in show],
-                                            sorted(levels, reverse=True), [s[3] for s in show],
-                                            ids=[s[0] for s in show])
+        ids, inputs, level_edges, fused = zip(*show)
+        fig = figures.edge_hierarchy_figure(list(inputs), list(level_edges), sorted(settings["levels"], reverse=True),
+                                            list(fused), ids=list(ids))
         figures.save_figure(fig, report / "edge_hierarchy")
-    print(f"edges: {len(images)} soft maps (levels {list(levels)}, threshold {args.threshold}) -> {out} "
-          f"({seconds:.1f} s)")
+
+
+def evaluate(cfg: EdgesConfig, ctx: Context) -> Outcome:
+    """Soft edge maps of every image to OUT/, the report to OUT/report/, then the benchmark when ground truth
+    is found; records of ODS / OIS / AP / R50."""
+    from gmae.io import atomic_write_json
+
+    from eval.bsds import bsds_line, bsds_records, evaluate_dir, json_safe, usable_workers
+
+    out, report = ctx.out_dir, ctx.out_dir / "report"
+    images, gt_dir = _check_inputs(cfg, out)
+    model, model_cfg = load_model(ctx)
+    for lv in cfg.levels:
+        try:
+            group_bounds(model.num_gaussians, lv)
+        except ValueError as e:
+            raise InputError(f"levels: {e}") from None
+    t0 = time.perf_counter()
+    show = write_edge_maps(model, model_cfg.data.img_size, images, cfg, ctx)
+    seconds = time.perf_counter() - t0
+    settings = {"levels": list(cfg.levels), "threshold": cfg.threshold, "render_size": cfg.render_size,
+                "nms": cfg.nms, "soft_map": "mean over levels of binary group-index discontinuities",
+                "change": "first group with max_c |dRGB| > threshold", "img_size": model_cfg.data.img_size,
+                "num_gaussians": model.num_gaussians, "backend": cfg.backend,
+                "checkpoint": str(ctx.checkpoint.resolve()), "data": str(Path(cfg.data.root).resolve()),
+                "n_images": len(images), "seconds_predict": seconds}
+    write_report(report, settings, show)
+    line = (f"edges: {len(images)} soft maps (levels {list(cfg.levels)}, threshold {cfg.threshold}) -> {out} "
+            f"({seconds:.1f} s)")
     if gt_dir is None:
-        print("edges: no ground truth found (BSDS_DIR/groundTruth or --gt): not scored")
-        return 0
+        return Outcome([], line + "\nedges: no ground truth found (BSDS_DIR/groundTruth or data.gt): not scored",
+                       settings)
 
-    from eval.bsds import evaluate_dir
-
-    res = evaluate_dir(out, gt_dir, thresholds=args.thresholds, workers=args.workers)
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()}
-    atomic_write_json(report / "bsds_result.json", _finite(res))
-    if args.results:
-        from eval.common import stored_model_name
-        from gmae.results import ResultsStore, make_record
-
-        name = args.model_name or stored_model_name(args.checkpoint)
-        config = {k: settings[k] for k in ("levels", "threshold", "render_size", "nms", "soft_map", "change",
-                                           "img_size", "num_gaussians", "backend")}
-        config.update({"thresholds": args.thresholds, "max_dist": res.get("max_dist"),
-                       "pred_dir": str(out.resolve())})
-        records = [make_record("bsds_edges", m, clean[m], model=name, checkpoint=args.checkpoint, config=config,
-                               data=str(Path(gt_dir).resolve()), n_images=res["n_images"],
-                               method="gmae_zeroshot_depth_groups",
-                               result_file=str((report / "bsds_result.json").resolve()))
-                   for m in ("ods", "ois", "ap", "r50")]
-        ResultsStore(args.results).append(records)
-    fmt = lambda v: "nan" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"ODS {fmt(clean['ods'])}  OIS {fmt(clean['ois'])}  AP {fmt(clean['ap'])}  R50 {fmt(clean['r50'])}  "
-          f"({res['n_images']} images) -> {report / 'bsds_result.json'}")
-    return 0
+    res = json_safe(evaluate_dir(out, gt_dir, thresholds=cfg.thresholds, max_dist=cfg.max_dist,
+                                 workers=usable_workers(cfg.workers), progress=cfg.run.progress))
+    result_file = atomic_write_json(report / "bsds_result.json", res)
+    records = bsds_records(ctx, res, data=str(Path(gt_dir).resolve()), method="gmae_zeroshot_depth_groups",
+                           result_file=str(result_file.resolve()))
+    return Outcome(records, f"{line}\n{bsds_line(res)} -> {result_file}", res)
 
 
-def _finite(obj):
-    """JSON-safe copy: non-finite floats become null, numpy scalars / arrays become Python values."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _finite(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
+command = EvalCommand(
+    "edges", EdgesConfig, evaluate, validate=validate,
+    shortcuts=(Shortcut("--gt", "data.gt", "ground-truth folder of <id>.mat (default: the one in --data)"),
+               Shortcut("--split", "data.split", "split of the official release layout"),
+               Shortcut("--levels", "levels", "numbers of depth groups l", nargs="+"),
+               Shortcut("--threshold", "threshold", "a group 'changes' a pixel when max_c |dRGB| exceeds this"),
+               Shortcut("--render-size", "render_size", "model | native"),
+               Shortcut("--no-nms", "nms", "skip NMS + thinning (not for benchmark numbers)", switch=True,
+                        sets="false"),
+               Shortcut("--batch-size", "batch_size", "images per forward pass"),
+               *BENCHMARK_SHORTCUTS,
+               Shortcut("--figure-images", "figure_images", "images in the hierarchy figure (0: none)"),
+               *SHORTCUTS),
+    data_help="BSDS500 folder: images/ [+ groundTruth/], or the official release (sets data.root)",
+    config_help="(edges/bsds500)")

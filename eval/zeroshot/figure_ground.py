@@ -1,7 +1,8 @@
 """Zero-shot figure-ground segmentation from GMAE's depth layers, scored on salient-object sets (ECSSD, DUTS-TE,
 DUT-OMRON: DIR/images/<id>.<ext> + DIR/masks/<id>.png).
 
-    gmae eval figure-ground --checkpoint CKPT --data DIR [--out DIR] [--results DIR] [--oracle]
+    gmae eval figure-ground --checkpoint CKPT --data DIR [--config figure_ground/default] [--out DIR]
+                            [--results DIR] [--oracle] [key=value ...]
 
 The rule (no ground truth; ``rule = "depth_otsu"``). The image is encoded at mask ratio 0, its k Gaussians are
 sorted nearest first (``eval.zeroshot.layers.predict_sorted``) and split into a FRONT layer (the s nearest) and a
@@ -28,19 +29,18 @@ Metrics per image (then the mean over images):
 The summary also gives ``max_f_of_mean_curve`` (F at each threshold averaged over images, then the max), which
 some papers report as maxF instead.
 
-Writes OUT/per_image.csv and .json, OUT/summary.json, OUT/maps/<id>.png (8-bit soft map, the mask's size) and
-OUT/figure_ground.{png,pdf}; with ``--results DIR`` records of protocol ``figure_ground`` (metrics iou,
-pixel_acc, max_f, and with --oracle iou_oracle, pixel_acc_oracle, max_f_oracle).
+Writes OUT/config.yaml, OUT/per_image.csv and .json, OUT/summary.json, OUT/maps/<id>.png (8-bit soft map, the
+mask's size) and OUT/figure_ground.{png,pdf}, and records of protocol ``figure_ground`` (metrics iou, pixel_acc,
+max_f, and with --oracle iou_oracle, pixel_acc_oracle, max_f_oracle) to the results store (``--results``, default
+OUT). Settings: :class:`FigureGroundConfig` (``configs/figure_ground/default.yaml``).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -50,6 +50,8 @@ from torch import Tensor
 
 from gmae.render import Gaussians, camera_depths, render
 
+from eval.command import Context, EvalCommand, EvalRunConfig, Outcome, Shortcut
+from eval.zeroshot.common import SHORTCUTS, at_least, load_model, validate_run, write_map
 from eval.zeroshot.layers import resize_map
 
 __all__ = [
@@ -181,129 +183,149 @@ def image_metrics(soft: np.ndarray, gt: np.ndarray, beta2: float = BETA2) -> dic
 # ---------------------------------------------------------------------------------------------- command
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="GMAE training checkpoint (checkpoint.pth)")
-    parser.add_argument("--data", required=True, help="data set folder with images/ and masks/ (ECSSD, DUTS-TE ...)")
-    parser.add_argument("--out", default="runs/zeroshot/figure_ground", help="output folder (default: %(default)s)")
-    parser.add_argument("--results", default=None, help="results store folder to append figure_ground records to")
-    parser.add_argument("--oracle", action="store_true",
-                        help="also score the ORACLE split (chosen with the ground truth; labelled as such)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "dense", "gsplat"),
-                        help="rendering backend")
-    parser.add_argument("--model-name", default=None, help="label of the records (default: the checkpoint's model)")
-    parser.add_argument("--figure-images", type=int, default=6, help="images shown in the figure (0: no figure)")
-    parser.add_argument("--max-images", type=int, default=None, help="score only the first N images (smoke runs)")
+@dataclass
+class FigureGroundDataConfig:
+    # a salient-object set: images/<id>.<ext> + masks/<id>.png (ECSSD, DUTS-TE, DUT-OMRON); "???" = must be given
+    root: str = "???"
 
 
-def _png(arr: np.ndarray) -> bytes:
-    from PIL import Image
+@dataclass
+class FigureGroundConfig:
+    oracle: bool = False  # also score the ORACLE split (chosen with the ground truth; labelled as such)
+    batch_size: int = 16
+    backend: str = "auto"  # auto | torch | dense | gsplat
+    figure_images: int = 6  # images shown in the figure (0: no figure)
+    max_images: Optional[int] = None  # score only the first N images (smoke runs); None: all
+    data: FigureGroundDataConfig = field(default_factory=FigureGroundDataConfig)
+    run: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(out_dir="runs/zeroshot/figure_ground"))
 
-    buf = io.BytesIO()
-    Image.fromarray(np.rint(np.clip(arr, 0, 1) * 255).astype(np.uint8), mode="L").save(buf, format="PNG")
-    return buf.getvalue()
+
+def validate(cfg: FigureGroundConfig) -> None:
+    validate_run(cfg)
+    at_least(cfg, ("batch_size", "max_images"), 1)
+    at_least(cfg, ("figure_images",), 0)
 
 
-def run(args: argparse.Namespace) -> int:
-    from gmae.data.saliency import SaliencyDataset
-    from gmae.data.transforms import denormalize
-    from gmae.io import atomic_write, atomic_write_json, atomic_write_text
+METRICS = ("iou", "pixel_acc", "max_f")
+
+
+def _suffix(variant: str) -> str:
+    return "" if variant == "rule" else "_oracle"
+
+
+@dataclass
+class _Scored:
+    """Everything the images scored so far leave behind: per-image rows, F curves per variant, figure examples."""
+    rows: list = field(default_factory=list)
+    curves: dict = field(default_factory=dict)
+    shown: list = field(default_factory=list)
+
+
+def score_batch(g: Gaussians, masks: Sequence[np.ndarray], size: int, cfg: FigureGroundConfig) -> dict:
+    """{variant: FigureGround} of one batch of depth-sorted Gaussians, at the model's input size."""
+    results = {"rule": figure_ground(g, size, size, backend=cfg.backend)}
+    if cfg.oracle:
+        results["oracle"] = oracle_figure_ground(g, masks, size, size, backend=cfg.backend)
+    return results
+
+
+def score_image(image_id: str, results: dict, j: int, mask: np.ndarray, scored: _Scored) -> np.ndarray:
+    """Score image j of a batch for every variant (adds its row and F curves); returns the rule's soft map at
+    the mask's size."""
+    row = {"id": image_id}
+    maps = {}
+    for v, res in results.items():
+        maps[v] = resize_map(res.soft[j], mask.shape)
+        sfx = _suffix(v)
+        scored.curves.setdefault(v, []).append(f_beta_curve(maps[v], mask))
+        row.update({f"split{sfx}": int(res.split[j]),
+                    **{k + sfx: val for k, val in image_metrics(maps[v], mask).items()}})
+    scored.rows.append(row)
+    return maps["rule"]
+
+
+def summarize(scored: _Scored, num_gaussians: int, size: int, extra: dict) -> dict:
+    """Means over images of every metric and split, per variant, and F of the mean curve."""
+    rows = scored.rows
+    summary = {"n_images": len(rows), "num_gaussians": num_gaussians, "img_size": size, "rule": "depth_otsu",
+               "beta2": BETA2, "mask_threshold": MASK_THRESHOLD, "n_thresholds": N_THRESHOLDS, **extra}
+    for v, curves in scored.curves.items():
+        sfx = _suffix(v)
+        for k in METRICS:
+            summary[k + sfx] = float(np.mean([r[k + sfx] for r in rows]))
+        summary["max_f_of_mean_curve" + sfx] = float(np.mean(curves, axis=0).max())
+        summary["mean_split" + sfx] = float(np.mean([r["split" + sfx] for r in rows]))
+    return summary
+
+
+def write_outputs(out: Path, scored: _Scored, summary: dict) -> None:
+    """OUT/per_image.{csv,json}, OUT/summary.json and, with examples, OUT/figure_ground.{png,pdf}."""
+    from gmae.io import atomic_write_json, atomic_write_text
 
     from eval.zeroshot import figures
-    from eval.zeroshot.layers import input_transform, load_gaussian_model, predict_sorted, resolve_device
 
-    try:
-        if args.batch_size < 1:
-            raise ValueError("--batch-size must be >= 1")
-        if args.max_images is not None and args.max_images < 1:
-            raise ValueError("--max-images must be >= 1")
-        ds = SaliencyDataset(args.data)
-        device = resolve_device(args.device)
-        model, cfg = load_gaussian_model(args.checkpoint, device)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
-        print(f"gmae eval figure-ground: error: {e}", file=sys.stderr)
-        return 2
-    size, n = cfg.data.img_size, model.num_gaussians
-    tf = input_transform(size)
-    out = Path(args.out)
-    total = len(ds) if args.max_images is None else min(len(ds), args.max_images)
-    variants = ["rule"] + (["oracle"] if args.oracle else [])
-    rows: list[dict] = []
-    curves = {v: [] for v in variants}
-    shown: list[tuple] = []
-    t0 = time.perf_counter()
-    for start in range(0, total, args.batch_size):
-        idx = list(range(start, min(total, start + args.batch_size)))
-        items = [ds[i] for i in idx]
-        imgs = torch.stack([tf(img) for img, _ in items]).to(device)
-        masks = [m for _, m in items]
-        g = predict_sorted(model, imgs)
-        results = {"rule": figure_ground(g, size, size, backend=args.backend)}
-        if args.oracle:
-            results["oracle"] = oracle_figure_ground(g, masks, size, size, backend=args.backend)
-        for j, i in enumerate(idx):
-            image_id = ds.images[i].stem
-            row = {"id": image_id}
-            for v in variants:
-                soft = resize_map(results[v].soft[j], masks[j].shape)
-                m = image_metrics(soft, masks[j])
-                curves[v].append(f_beta_curve(soft, masks[j]))
-                sfx = "" if v == "rule" else "_oracle"
-                row.update({f"split{sfx}": int(results[v].split[j]), **{k + sfx: val for k, val in m.items()}})
-                if v == "rule":
-                    atomic_write(out / "maps" / f"{image_id}.png", lambda f, s=soft: f.write(_png(s)))
-                    if len(shown) < args.figure_images:
-                        inp = denormalize(imgs[j]).permute(1, 2, 0).cpu().numpy()
-                        shown.append((image_id, inp, masks[j], soft, int(results[v].split[j])))
-            rows.append(row)
-    seconds = time.perf_counter() - t0
-
-    metric_names = ("iou", "pixel_acc", "max_f")
-    summary = {"n_images": len(rows), "num_gaussians": n, "img_size": size, "rule": "depth_otsu",
-               "beta2": BETA2, "mask_threshold": MASK_THRESHOLD, "n_thresholds": N_THRESHOLDS,
-               "checkpoint": str(Path(args.checkpoint).resolve()), "data": str(Path(args.data).resolve()),
-               "seconds": seconds}
-    for v in variants:
-        sfx = "" if v == "rule" else "_oracle"
-        for k in metric_names:
-            summary[k + sfx] = float(np.mean([r[k + sfx] for r in rows]))
-        summary["max_f_of_mean_curve" + sfx] = float(np.mean(curves[v], axis=0).max())
-        summary["mean_split" + sfx] = float(np.mean([r["split" + sfx] for r in rows]))
-
-    fields = list(rows[0].keys())
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(scored.rows[0].keys()), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(scored.rows)
     atomic_write_text(out / "per_image.csv", buf.getvalue())
-    atomic_write_json(out / "per_image.json", rows)
+    atomic_write_json(out / "per_image.json", scored.rows)
     atomic_write_json(out / "summary.json", summary)
-    if shown:
-        fig = figures.figure_ground_figure([s[1] for s in shown], [s[2] for s in shown], [s[3] for s in shown],
-                                           ids=[s[0] for s in shown], splits=[s[4] for s in shown])
+    if scored.shown:
+        ids, inputs, masks, soft, splits = zip(*scored.shown)
+        fig = figures.figure_ground_figure(list(inputs), list(masks), list(soft), ids=list(ids), splits=list(splits))
         figures.save_figure(fig, out / "figure_ground")
 
-    if args.results:
-        from eval.common import stored_model_name
-        from gmae.results import ResultsStore, make_record
 
-        name = args.model_name or stored_model_name(args.checkpoint)
-        config = {"rule": "depth_otsu", "weights": "opacity", "mask_threshold": MASK_THRESHOLD, "beta2": BETA2,
-                  "n_thresholds": N_THRESHOLDS, "img_size": size, "num_gaussians": n,
-                  "input": "whole image resized to a square, mask ratio 0", "backend": args.backend}
-        records = []
-        for v in variants:
-            sfx = "" if v == "rule" else "_oracle"
-            for k in metric_names:
-                records.append(make_record(
-                    "figure_ground", k + sfx, summary[k + sfx], model=name, checkpoint=args.checkpoint,
-                    config={**config, "variant": v}, data=str(Path(args.data).resolve()), variant=v,
-                    n_images=len(rows), beta2=BETA2, per_image_file=str((out / "per_image.csv").resolve())))
-        ResultsStore(args.results).append(records)
+def evaluate(cfg: FigureGroundConfig, ctx: Context) -> Outcome:
+    """Score every image (maps to OUT/maps/), write the tables and the figure; records of the means."""
+    from gmae.data.saliency import SaliencyDataset
+    from gmae.data.transforms import denormalize
 
-    line = "  ".join(f"{k} {summary[k]:.3f}" for k in metric_names)
-    if args.oracle:
-        line += "  | oracle: " + "  ".join(f"{k} {summary[k + '_oracle']:.3f}" for k in metric_names)
-    print(f"figure-ground ({len(rows)} images, rule depth_otsu, beta^2 = {BETA2}): {line} -> {out}")
-    return 0
+    from eval.zeroshot.layers import input_transform, predict_sorted
+
+    ds = SaliencyDataset(cfg.data.root)
+    model, model_cfg = load_model(ctx)
+    size, n, out = model_cfg.data.img_size, model.num_gaussians, ctx.out_dir
+    tf = input_transform(size)
+    total = len(ds) if cfg.max_images is None else min(len(ds), cfg.max_images)
+    scored = _Scored()
+    t0 = time.perf_counter()
+    for start in range(0, total, cfg.batch_size):
+        idx = list(range(start, min(total, start + cfg.batch_size)))
+        items = [ds[i] for i in idx]
+        imgs = torch.stack([tf(img) for img, _ in items]).to(ctx.device)
+        masks = [m for _, m in items]
+        results = score_batch(predict_sorted(model, imgs), masks, size, cfg)
+        for j, i in enumerate(idx):
+            image_id = ds.images[i].stem
+            soft = score_image(image_id, results, j, masks[j], scored)
+            write_map(out / "maps" / f"{image_id}.png", soft)
+            if len(scored.shown) < cfg.figure_images:
+                inp = denormalize(imgs[j]).permute(1, 2, 0).cpu().numpy()
+                scored.shown.append((image_id, inp, masks[j], soft, int(results["rule"].split[j])))
+    summary = summarize(scored, n, size, {"checkpoint": str(ctx.checkpoint.resolve()),
+                                          "data": str(Path(cfg.data.root).resolve()),
+                                          "seconds": time.perf_counter() - t0})
+    write_outputs(out, scored, summary)
+
+    records = [ctx.record("figure_ground", k + _suffix(v), summary[k + _suffix(v)], data=summary["data"],
+                          variant=v, n_images=summary["n_images"], beta2=BETA2,
+                          per_image_file=str((out / "per_image.csv").resolve()))
+               for v in scored.curves for k in METRICS]
+    line = "  ".join(f"{k} {summary[k]:.3f}" for k in METRICS)
+    if cfg.oracle:
+        line += "  | oracle: " + "  ".join(f"{k} {summary[k + '_oracle']:.3f}" for k in METRICS)
+    return Outcome(records, f"figure-ground ({summary['n_images']} images, rule depth_otsu, beta^2 = {BETA2}): "
+                            f"{line} -> {out}", summary)
+
+
+command = EvalCommand(
+    "figure-ground", FigureGroundConfig, evaluate, validate=validate,
+    shortcuts=(Shortcut("--oracle", "oracle", "also score the ORACLE split (uses the ground truth)", switch=True),
+               Shortcut("--batch-size", "batch_size", "images per forward pass"),
+               Shortcut("--figure-images", "figure_images", "images shown in the figure (0: no figure)"),
+               Shortcut("--max-images", "max_images", "score only the first N images (smoke runs)"),
+               *SHORTCUTS),
+    data_help="salient-object set with images/ and masks/ (ECSSD, DUTS-TE ...; sets data.root)",
+    config_help="(figure_ground/default)")

@@ -1,7 +1,7 @@
 """Depth layers of GMAE's Gaussians: renders of the K nearest, of depth-order slices, and grey depth-rank renders.
 
     gmae eval layers --checkpoint CKPT (--images IMG [IMG ...] | --data DIR) --out DIR [--ks 32 64 128 256]
-                     [--slices 0:64 64:128] [--max-images 4]
+                     [--slices 0:64 64:128] [--max-images 4] [--config layers/default] [key=value ...]
 
 The zero-shot read-outs share one first step (:func:`predict_sorted`): the whole image, resized to the model's
 square input without cropping (so every read-out maps back onto the full image), is encoded with mask ratio 0; all
@@ -13,30 +13,32 @@ nearest Gaussian"; a depth slice [start, end) holds ranks start .. end - 1.
 * ``depth_rank_render(g)``: every Gaussian painted grey level rank / k (nearest black, farthest almost white)
   and composited as usual on white; it shows which depth range covers each pixel (the paper's grey layer figure).
 
-The command writes DIR/layers.{png,pdf} (one row per image: input, cumulative renders, slices, grey depth) and
+The command (settings: :class:`LayersConfig`, ``configs/layers/default.yaml``) writes DIR/config.yaml,
+DIR/layers.{png,pdf} (one row per image: input, cumulative renders, slices, grey depth) and
 DIR/layers.npz with the tensors (``ids``, ``ks``, ``slices``, ``cumulative`` [B, len(ks), S, S, 3],
 ``slice_rgb`` [B, len(slices), S, S, 3], ``depth_grey`` [B, S, S], ``inputs`` [B, S, S, 3], S = model input size).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from eval.command import Context, EvalCommand, EvalRunConfig, Outcome, Shortcut
+from eval.zeroshot.common import SHORTCUTS, at_least, load_model, validate_run
+from gmae.errors import InputError
 from gmae.render import Gaussians, batch_background, render
 
 __all__ = [
-    "LayerRenders", "cumulative_renders", "depth_rank_render", "input_transform", "load_gaussian_model",
-    "predict_sorted", "resize_map", "resolve_device", "slice_renders",
+    "LayerRenders", "cumulative_renders", "depth_rank_render", "input_transform", "predict_sorted", "resize_map",
+    "slice_renders",
 ]
 
 
@@ -124,31 +126,6 @@ def depth_rank_render(gaussians: Gaussians, height: int, width: int, *, backend:
 # ---------------------------------------------------------------------------------------------- the model
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available")
-    return torch.device(name)
-
-
-def load_gaussian_model(checkpoint: str | Path, device: torch.device | str = "cpu"):
-    """(model, cfg) of a GMAE training checkpoint, in eval mode on ``device``; raises naming the file when the
-    file is missing or its model does not predict Gaussians (e.g. an MAE checkpoint)."""
-    from gmae.engine.export import load_pretrained_model
-
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    model, cfg = load_pretrained_model(path)
-    if not hasattr(model, "predict_gaussians"):
-        raise ValueError(f"{path}: model {cfg.model.name!r} does not predict Gaussians; the zero-shot read-outs "
-                         "need a GMAE checkpoint")
-    return model.to(device).eval(), cfg
-
-
 def input_transform(size: int):
     """PIL image -> [3, size, size] ImageNet-normalised: the WHOLE image resized (bicubic, antialiased) to the
     model's square input, no crop, so maps computed at the model resolution resize back onto the full image."""
@@ -175,81 +152,110 @@ def default_ks(n: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------- command
 
 
-def _parse_slice(text: str) -> tuple[int, int]:
+@dataclass
+class LayersDataConfig:
+    # a folder of images (or a data set folder holding images/); or give data.images instead
+    root: Optional[str] = None
+    images: List[str] = field(default_factory=list)  # image files (--images)
+
+
+@dataclass
+class LayersConfig:
+    ks: Optional[List[int]] = None  # numbers K of nearest Gaussians to render; None: k/8, k/4, k/2, k
+    slices: Optional[List[str]] = None  # depth-order slices "START:END" to render; None: the quarters of k
+    max_images: int = 4  # images shown (the first ones, sorted by name)
+    backend: str = "auto"  # auto | torch | dense | gsplat
+    data: LayersDataConfig = field(default_factory=LayersDataConfig)
+    run: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(out_dir="runs/zeroshot/layers"))
+
+
+def parse_slice(text: str) -> tuple[int, int]:
+    """``"START:END"`` -> (START, END)."""
     try:
-        a, b = text.split(":")
+        a, b = str(text).split(":")
         return int(a), int(b)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a depth slice is START:END (e.g. 0:64), got {text!r}") from None
+        raise InputError(f"slices: a depth slice is START:END (e.g. 0:64), got {text!r}") from None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="GMAE training checkpoint (checkpoint.pth)")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", nargs="+", metavar="IMAGE", help="image files")
-    src.add_argument("--data", help="a folder of images (or a data set folder holding images/)")
-    parser.add_argument("--out", required=True, help="output folder for layers.{png,pdf,npz}")
-    parser.add_argument("--ks", type=int, nargs="+", default=None,
-                        help="numbers K of nearest Gaussians to render (default k/8, k/4, k/2, k)")
-    parser.add_argument("--slices", type=_parse_slice, nargs="*", default=None, metavar="START:END",
-                        help="depth-order slices to render (default: the quarters of k)")
-    parser.add_argument("--max-images", type=int, default=4, help="images shown (the first ones, sorted by name)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "dense", "gsplat"),
-                        help="rendering backend")
+def validate(cfg: LayersConfig) -> None:
+    validate_run(cfg)
+    if (cfg.data.root is None) == (not cfg.data.images):
+        raise InputError("give either data.root (--data) or data.images (--images), not both or neither")
+    at_least(cfg, ("max_images",), 1)
+    for text in cfg.slices or ():
+        parse_slice(text)
 
 
-def run(args: argparse.Namespace) -> int:
-    from gmae.data.images import ImageListDataset
+def layer_ranges(cfg: LayersConfig, n: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """(ks, slices) of the config for a model with n Gaussians, defaults filled in; raises naming the key."""
+    ks = list(cfg.ks) if cfg.ks else default_ks(n)
+    slices = ([parse_slice(t) for t in cfg.slices] if cfg.slices is not None
+              else [(i * n // 4, (i + 1) * n // 4) for i in range(4)])
+    bad = [k for k in ks if not 0 <= k <= n] + [s for s in slices if not 0 <= s[0] <= s[1] <= n]
+    if bad:
+        raise InputError(f"ks / slices: {bad} out of range for a model with k = {n} Gaussians")
+    return ks, slices
+
+
+def layer_arrays(model, imgs: Tensor, ks: list[int], slices: list[tuple[int, int]], size: int,
+                 backend: str) -> dict:
+    """The renders of layers.npz (see the module docstring) of a batch of normalised images [B, 3, S, S]."""
+    from gmae.data.transforms import denormalize
+
+    g = predict_sorted(model, imgs)
+    cum = cumulative_renders(g, ks, size, size, backend=backend)
+    sl = slice_renders(g, slices, size, size, backend=backend) if slices else None
+    grey = depth_rank_render(g, size, size, backend=backend)
+    return {"ks": np.array(ks), "slices": np.array(slices).reshape(-1, 2),
+            "inputs": denormalize(imgs).permute(0, 2, 3, 1).cpu().numpy(), "cumulative": cum.rgb.cpu().numpy(),
+            "depth_grey": grey.cpu().numpy(),
+            "slice_rgb": sl.rgb.cpu().numpy() if sl is not None else np.zeros((imgs.shape[0], 0, size, size, 3))}
+
+
+def write_npz(path: Path, arrays: dict) -> Path:
     from gmae.io import atomic_write
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def evaluate(cfg: LayersConfig, ctx: Context) -> Outcome:
+    """Render the first ``max_images`` images' layers; OUT/layers.npz and the figure OUT/layers.{png,pdf}."""
+    from gmae.data.images import ImageListDataset
 
     from eval.zeroshot import figures
 
-    try:
-        if args.max_images < 1:
-            raise ValueError("--max-images must be >= 1")
-        if args.images:
-            ds = ImageListDataset(args.images)
-        else:
-            root = Path(args.data)
-            ds = ImageListDataset(root / "images" if (root / "images").is_dir() else root)
-        device = resolve_device(args.device)
-        model, cfg = load_gaussian_model(args.checkpoint, device)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
-        print(f"gmae eval layers: error: {e}", file=sys.stderr)
-        return 2
-    n, size = model.num_gaussians, cfg.data.img_size
-    ks = args.ks or default_ks(n)
-    slices = args.slices if args.slices is not None else [(i * n // 4, (i + 1) * n // 4) for i in range(4)]
-    bad = [k for k in ks if not 0 <= k <= n] + [s for s in slices if not 0 <= s[0] <= s[1] <= n]
-    if bad:
-        print(f"gmae eval layers: error: {bad} out of range for a model with k = {n} Gaussians", file=sys.stderr)
-        return 2
-
+    if cfg.data.images:
+        ds = ImageListDataset(cfg.data.images)
+    else:
+        root = Path(cfg.data.root)
+        ds = ImageListDataset(root / "images" if (root / "images").is_dir() else root)
+    model, model_cfg = load_model(ctx)
+    n, size = model.num_gaussians, model_cfg.data.img_size
+    ks, slices = layer_ranges(cfg, n)
     tf = input_transform(size)
-    count = min(args.max_images, len(ds))
+    count = min(cfg.max_images, len(ds))
     ids = [Path(ds.paths[i]).stem for i in range(count)]
-    imgs = torch.stack([tf(ds[i]) for i in range(count)]).to(device)
-    g = predict_sorted(model, imgs)
-    cum = cumulative_renders(g, ks, size, size, backend=args.backend)
-    sl = slice_renders(g, slices, size, size, backend=args.backend) if slices else None
-    grey = depth_rank_render(g, size, size, backend=args.backend)
-    from gmae.data.transforms import denormalize
+    imgs = torch.stack([tf(ds[i]) for i in range(count)]).to(ctx.device)
+    arrays = {"ids": np.array(ids), **layer_arrays(model, imgs, ks, slices, size, cfg.backend)}
+    write_npz(ctx.out_dir / "layers.npz", arrays)
+    fig = figures.layer_figure(arrays["inputs"], arrays["cumulative"], ks, arrays["slice_rgb"], slices,
+                               arrays["depth_grey"], ids=ids, n_total=n)
+    paths = figures.save_figure(fig, ctx.out_dir / "layers")
+    return Outcome([], f"layers of {count} images (k = {n}, K = {ks}) -> {', '.join(str(p) for p in paths)}",
+                   {"ids": ids, "ks": ks, "slices": slices})
 
-    inputs = denormalize(imgs).permute(0, 2, 3, 1).cpu().numpy()
-    arrays = {"ids": np.array(ids), "ks": np.array(ks), "slices": np.array(slices).reshape(-1, 2),
-              "inputs": inputs, "cumulative": cum.rgb.cpu().numpy(), "depth_grey": grey.cpu().numpy(),
-              "slice_rgb": sl.rgb.cpu().numpy() if sl is not None else np.zeros((count, 0, size, size, 3))}
-    out = Path(args.out)
 
-    def write_npz(f):
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        f.write(buf.getvalue())
-
-    atomic_write(out / "layers.npz", write_npz)
-    fig = figures.layer_figure(inputs, arrays["cumulative"], ks, arrays["slice_rgb"], slices, arrays["depth_grey"],
-                               ids=ids, n_total=n)
-    paths = figures.save_figure(fig, out / "layers")
-    print(f"layers of {count} images (k = {n}, K = {ks}) -> {', '.join(str(p) for p in paths)}")
-    return 0
+command = EvalCommand(
+    "layers", LayersConfig, evaluate, validate=validate,
+    shortcuts=(Shortcut("--images", "data.images", "image files (instead of --data)", nargs="+"),
+               Shortcut("--ks", "ks", "numbers K of nearest Gaussians to render (default k/8, k/4, k/2, k)",
+                        nargs="+"),
+               Shortcut("--slices", "slices", "depth-order slices START:END (default: the quarters of k)",
+                        nargs="*"),
+               Shortcut("--max-images", "max_images", "images shown (the first ones, sorted by name)"),
+               *SHORTCUTS),
+    data_help="a folder of images, or a data set folder holding images/ (sets data.root)",
+    config_help="(layers/default)")
