@@ -18,6 +18,7 @@ steps (``--force STEP`` reruns one). All records go to DIR/results.jsonl; the re
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import shutil
 import subprocess

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,10 +23,8 @@ import numpy as np
 import torch
 
 from gmae.io import atomic_torch_save, safe_torch_load
+from gmae.models.vit import ENCODER_KEY, ENCODER_PREFIX
 
-ENCODER_PREFIX = "encoder."
-# keys that belong to the encoder in the timm / MAE contract
-_ENCODER_KEY = re.compile(r"^(cls_token|pos_embed|patch_embed\..*|blocks\.\d+\..*|norm\.(weight|bias))$")
 _HEADS_BY_DIM = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
 
@@ -96,7 +93,7 @@ def encoder_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     sd = _strip_prefixes(sd)
     if any(k.startswith(ENCODER_PREFIX) for k in sd):
         sd = {k[len(ENCODER_PREFIX):]: v for k, v in sd.items() if k.startswith(ENCODER_PREFIX)}
-    return {k: v for k, v in sd.items() if _ENCODER_KEY.match(k)}
+    return {k: v for k, v in sd.items() if ENCODER_KEY.match(k)}
 
 
 def infer_encoder_arch(sd: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -21,14 +21,21 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from gmae.engine.checkpoint import ENCODER_PREFIX, load_checkpoint
-from gmae.io import atomic_torch_save
+from gmae.io import atomic_torch_save, safe_torch_load
+from gmae.models.vit import ENCODER_KEY as _ENCODER_KEY
+from gmae.models.vit import ENCODER_PREFIX
 
 DECODER_PREFIX = "decoder."
-# the timm / MAE encoder contract (same rule as gmae.engine.checkpoint) and MAE's decoder names
-_ENCODER_KEY = re.compile(r"^(cls_token|pos_embed|patch_embed\..*|blocks\.\d+\..*|norm\.(weight|bias))$")
+# MAE's decoder names (the encoder's are the timm / MAE contract of gmae.models.vit)
 _DECODER_KEY = re.compile(r"^(mask_token|decoder_pos_embed|decoder_embed\..*|decoder_blocks\.\d+\..*"
                           r"|decoder_norm\.(weight|bias)|decoder_pred\.(weight|bias))$")
+
+
+def _load_dict(path: str | os.PathLike) -> dict:
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
+    return ckpt
 
 
 def _strip_wrappers(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -96,7 +103,7 @@ def load_official_mae(model: nn.Module, source: str | os.PathLike | Mapping[str,
     """
     name = str(source) if isinstance(source, (str, os.PathLike)) else "state dict"
     if isinstance(source, (str, os.PathLike)):
-        ckpt = load_checkpoint(Path(source))
+        ckpt = _load_dict(source)
         sd = ckpt.get("model", ckpt)
         if not isinstance(sd, Mapping):
             raise ValueError(f"{name}: 'model' is not a state dict")
@@ -131,7 +138,7 @@ def load_official_mae(model: nn.Module, source: str | os.PathLike | Mapping[str,
 
 def export_official_mae(checkpoint: str | os.PathLike, out: str | os.PathLike, full: bool = True) -> Path:
     """Write a gmae training checkpoint of an MAE as an official MAE file: {"model": official names}."""
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = _load_dict(checkpoint)
     sd = ckpt.get("model")
     if not isinstance(sd, Mapping):
         raise ValueError(f"{checkpoint}: no 'model' state dict (is this a gmae training checkpoint?)")

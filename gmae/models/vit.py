@@ -8,6 +8,7 @@ timm and, through the same key contract, into detectron2's ViT.
 from __future__ import annotations
 
 import math
+import re
 from functools import partial
 
 import numpy as np
@@ -28,6 +29,11 @@ VIT_SIZES = {
                         decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
 }
 
+
+# where a MaskedAutoencoder keeps its encoder, and the keys of the timm / MAE encoder contract (the names a timm
+# VisionTransformer and MAE's checkpoints use; detectron2's ViT loads them by suffix)
+ENCODER_PREFIX = "encoder."
+ENCODER_KEY = re.compile(r"^(cls_token|pos_embed|patch_embed\..*|blocks\.\d+\..*|norm\.(weight|bias))$")
 
 def sincos_pos_embed_1d(dim: int, positions: np.ndarray) -> np.ndarray:
     """[M] positions -> [M, dim]: first half sin, second half cos, frequencies 1 / 10000^(2i/dim)."""
