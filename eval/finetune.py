@@ -85,7 +85,6 @@ class FinetuneConfig:
     # evaluate (and log to metrics.jsonl) every this many epochs (MAE: every epoch, reporting the best); the
     # records hold the final weights' top1/top5 and best_top1 over every evaluation (null: the final one only)
     eval_every_epochs: Optional[int] = 1
-    reference: Optional[Dict[str, Any]] = None
 
 
 def mixup_active(aug: FinetuneAugConfig) -> bool:

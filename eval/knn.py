@@ -33,7 +33,6 @@ class KnnConfig:
     chunk: int = 256
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     run: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(out_dir="runs/knn"))
-    reference: Optional[Dict[str, Any]] = None
 
 
 def validate(cfg: KnnConfig) -> None:

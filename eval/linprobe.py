@@ -70,8 +70,6 @@ class LinprobeConfig:
     # evaluate every this many epochs (MAE: every epoch, reporting the best); records hold the final top1/top5
     # and best_top1 over every evaluation (null: the final one only)
     eval_every_epochs: Optional[int] = 1
-    # published numbers this preset reproduces (data only: the report reads them; nothing here uses them)
-    reference: Optional[Dict[str, Any]] = None
 
 
 def validate(cfg: LinprobeConfig) -> None:

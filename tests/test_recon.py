@@ -330,6 +330,6 @@ def test_recon_configs_full_scale_and_tiny():
 
     full = load_config(ReconConfig, "recon/imagenet_val", ["data.root=/x"])
     assert (full.data.img_size, full.data.resize, full.mask_ratios) == (224, 256, [0.0, 0.75])
-    assert full.data.max_images is None and full.fid.enabled and full.reference["rfid"]["gmae"] == 89.45
+    assert full.data.max_images is None and full.fid.enabled
     tiny = load_config(ReconConfig, "recon/tiny")
     assert tiny.data.img_size is None and tiny.data.root.endswith("photos") and tiny.mask_ratios == [0.0, 0.75]
