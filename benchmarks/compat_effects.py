@@ -118,7 +118,7 @@ def train_effects(lines: list[str], steps: int, data: Path, work: Path) -> None:
             "run.tensorboard=false", "run.log_every_steps=1", f"run.save_every_steps={10 * steps}", *overrides])
         t0 = time.perf_counter()
         Trainer(cfg).train()
-        log = [json.loads(x) for x in open(out / "metrics.jsonl")]
+        log = [r for r in map(json.loads, open(out / "metrics.jsonl")) if "event" not in r]
         last = statistics.mean(r["loss"] for r in log[-20:])
         base = last if base is None else base
         lines.append(f"  {name:<78s} {last:.5f}  ({100 * (last - base) / base:+.1f} % vs paper; "

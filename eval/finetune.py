@@ -25,9 +25,10 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from eval.command import Context, EvalCommand, Outcome
-from eval.common import (EvalDataConfig, EvalRunConfig, InputError, ScheduleConfig, StepTrainer, accuracy_records,
-                         autocast, cosine_scheduler, eval_loader,
-                         evaluate_classifier, load_inputs, validate_common)
+from eval.classification import (ClassifierLoop, EvalDataConfig, EvalRunConfig, InputError, ScheduleConfig,
+                                 accuracy_records, autocast, eval_loader, evaluate_classifier, load_inputs,
+                                 validate_common)
+from gmae.engine.loop import cosine_schedule
 
 
 @dataclass
@@ -165,7 +166,7 @@ def build_classifier(state_dict, arch, cfg: FinetuneConfig, num_classes: int, so
     return model
 
 
-class FinetuneTrainer(StepTrainer):
+class FinetuneTrainer(ClassifierLoop):
     """Fine-tunes ``model`` (imgs -> logits) on ``train_set`` with ``train_transform`` (seeded per sample)."""
 
     protocol = "finetune"
@@ -186,7 +187,7 @@ class FinetuneTrainer(StepTrainer):
         o, a = cfg.optim, cfg.aug
         groups = layer_decay_param_groups(self.model, o.weight_decay, o.layer_decay)
         self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=tuple(o.betas))
-        self.scheduler = cosine_scheduler(self.optimizer, self.total_steps, self.warmup_steps, o.min_lr)
+        self.scheduler = cosine_schedule(self.optimizer, self.total_steps, self.warmup_steps, o.min_lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and cfg.run.amp == "fp16")
         self.mixup = None
         if mixup_active(a):
@@ -214,12 +215,12 @@ class FinetuneTrainer(StepTrainer):
         if self.ema is not None and state.get("ema") is not None:
             self.ema.module.load_state_dict(state["ema"])
 
-    def train_step(self, it) -> float:
+    def train_step(self, batches) -> Dict[str, float]:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(self.accum):
-            x, y = next(it)
+            x, y = next(batches)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if self.mixup is not None:
                 x, y = self.mixup(x, y)  # soft targets [B, C]
@@ -238,7 +239,7 @@ class FinetuneTrainer(StepTrainer):
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.model, step=self.step)
-        return total
+        return {"loss": self.rank_mean(total)}
 
     def evaluate(self) -> Dict[str, float]:
         loader = eval_loader(self.val_set, self.cfg.data, self.dist, self.device)

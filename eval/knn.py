@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from eval.command import Context, EvalCommand, Outcome
-from eval.common import (FEATURES, EvalDataConfig, EvalRunConfig, FrozenEncoder, InputError, accuracy_records,
+from eval.classification import (FEATURES, EvalDataConfig, EvalRunConfig, FrozenEncoder, InputError, accuracy_records,
                          eval_loader, extract_features, load_inputs, topk_correct, validate_common)
 
 

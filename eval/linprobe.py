@@ -28,10 +28,10 @@ from torch.utils.data import Dataset
 from gmae.data.transforms import CROPS
 
 from eval.command import Context, EvalCommand, Outcome
-from eval.common import (FEATURES, EvalDataConfig, EvalRunConfig, FrozenEncoder, InputError, ScheduleConfig,
-                         StepTrainer, autocast, cosine_scheduler,
-                         eval_loader,
-                         evaluate_classifier, load_inputs, validate_common, accuracy_records)
+from eval.classification import (FEATURES, ClassifierLoop, EvalDataConfig, EvalRunConfig, FrozenEncoder, InputError,
+                                 ScheduleConfig, accuracy_records, autocast, eval_loader, evaluate_classifier,
+                                 load_inputs, validate_common)
+from gmae.engine.loop import cosine_schedule
 
 
 @dataclass
@@ -129,7 +129,7 @@ def lars_optimizer(head: nn.Module, lr: float, weight_decay: float = 0.0, moment
     return Lars([g for g in groups if g["params"]], lr=lr, momentum=momentum, trust_coeff=trust_coeff)
 
 
-class LinprobeTrainer(StepTrainer):
+class LinprobeTrainer(ClassifierLoop):
     """Trains a :class:`LinearProbeHead` on ``encoder(images)`` (``encoder``: a frozen module, imgs -> [B, D]).
 
     ``train_set`` / ``val_set`` yield (input, label); ``train_transform`` (the random crop) runs under a
@@ -155,7 +155,7 @@ class LinprobeTrainer(StepTrainer):
                 self.head, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         o = cfg.optim
         self.optimizer = lars_optimizer(self.head, self.lr, o.weight_decay, o.momentum, o.trust_coeff)
-        self.scheduler = cosine_scheduler(self.optimizer, self.total_steps, self.warmup_steps, o.min_lr)
+        self.scheduler = cosine_schedule(self.optimizer, self.total_steps, self.warmup_steps, o.min_lr)
 
     def modules_state(self) -> Dict[str, Any]:
         return {"head": self.head.state_dict()}
@@ -163,12 +163,12 @@ class LinprobeTrainer(StepTrainer):
     def load_modules_state(self, state: Dict[str, Any]) -> None:
         self.head.load_state_dict(state["head"])
 
-    def train_step(self, it) -> float:
+    def train_step(self, batches) -> Dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         self.head.train()
         total = 0.0
         for micro in range(self.accum):
-            x, y = next(it)
+            x, y = next(batches)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with autocast(self.cfg.run.amp, self.device):
                 feats = self.encoder(x)
@@ -179,7 +179,7 @@ class LinprobeTrainer(StepTrainer):
                 (loss / self.accum).backward()
             total += float(loss.detach()) / self.accum
         self.optimizer.step()
-        return total
+        return {"loss": self.rank_mean(total)}
 
     def evaluate(self) -> Dict[str, float]:
         self.head.eval()

@@ -74,7 +74,7 @@ def _check_records(recs, protocol, ckpt, n=2):
 # --------------------------------------------------------------------------------------------------------------
 
 def test_features_match_our_encoder(tiny_encoder_file):
-    from eval.common import FrozenEncoder, pooled_features
+    from eval.classification import FrozenEncoder, pooled_features
     from gmae.engine.checkpoint import build_vit
     from gmae.engine.checkpoint import load_encoder_weights
     from gmae.models.vit import MaskedViTEncoder
@@ -216,7 +216,7 @@ def _layer_id(name: str, depth: int) -> int:
 def test_layer_decay_scales_vit_b_closed_form():
     """MAE's convention on ViT-B (global pool + fc_norm): scale = 0.65^(13 - layer_id); no decay on 1-D params,
     pos_embed, cls_token; the scheduler multiplies every group's lr by its scale."""
-    from eval.common import cosine_scheduler
+    from gmae.engine.loop import cosine_schedule
     from eval.finetune import layer_decay_param_groups
     from gmae.engine.checkpoint import build_timm_vit
 
@@ -236,7 +236,7 @@ def test_layer_decay_scales_vit_b_closed_form():
     assert where[id(names["patch_embed.proj.weight"])]["lr_scale"] == pytest.approx(0.65 ** 13)
 
     opt = torch.optim.AdamW(groups, lr=2e-3)
-    sched = cosine_scheduler(opt, total_steps=100, warmup_steps=10, min_lr=1e-6)
+    sched = cosine_schedule(opt, total_steps=100, warmup_steps=10, min_lr=1e-6)
     sched.step_update(num_updates=55)  # half-way through the cosine
     expected = 1e-6 + 0.5 * (2e-3 - 1e-6) * (1 + np.cos(np.pi * 45 / 90))
     for g in opt.param_groups:
@@ -283,13 +283,24 @@ def test_linprobe_records_the_best_epoch_and_keeps_it_across_a_resume(tiny_data,
         assert again["best_top1"][key] == recs["best_top1"][key], key
 
 
-def test_finetune_end_to_end(tiny_data, tiny_encoder_file, tmp_path):
+def test_finetune_end_to_end_and_resumed_mid_epoch(tiny_data, tiny_encoder_file, tmp_path):
+    """The recipe's records (final and EMA weights); a run killed mid-epoch and resumed ends at the same weights
+    and records as an uninterrupted one (mixup draws from numpy, drop path from torch: every RNG is seeded and
+    saved, and making a loader draws from none of them)."""
     from eval.finetune import FinetuneConfig
 
     data = tiny_data / "imagenet"
-    rc = _run_cli("finetune", tiny_encoder_file, data, tmp_path, "optim.epochs=1", "optim.warmup_epochs=0.5",
-                  "optim.max_steps=4", "ema.enabled=true", "ema.decay=0.5")
-    assert rc == 0
+    common = ["optim.epochs=1", "optim.warmup_epochs=0.5", "optim.max_steps=4", "ema.enabled=true", "ema.decay=0.5"]
+    assert _run_cli("finetune", tiny_encoder_file, data, tmp_path, *common) == 0
+    drill = [*common, "run.save_every_steps=2"]
+    assert _run_cli("finetune", tiny_encoder_file, data, tmp_path / "b", *drill, "run.stop_after_steps=3") == 0
+    assert _run_cli("finetune", tiny_encoder_file, data, tmp_path / "b", *drill) == 0
+    a = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=True)
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert [r["value"] for r in _records(tmp_path)] == [r["value"] for r in _records(tmp_path / "b")]
     recs = _records(tmp_path)
     _check_records(recs, "finetune", tiny_encoder_file, n=4)
     assert sorted(r["weights"] for r in recs) == ["ema", "ema", "ema", "final", "final", "final"]

@@ -20,6 +20,11 @@ SMALL_MODEL = ["model.kwargs={embed_dim: 32, depth: 1, num_heads: 2, decoder_emb
                " decoder_num_heads: 2}", "model.num_gaussians=16", "data.img_size=32"]
 
 
+def _step_lines(path):
+    """The per-step lines of a metrics.jsonl (the start / resume lines carry an ``event``)."""
+    return [r for r in map(json.loads, open(path)) if "event" not in r]
+
+
 def small_cfg(tiny_data, out, *extra):
     overrides = [f"data.root={tiny_data / 'imagenet'}", f"run.out_dir={out}", "run.progress=false",
                  "run.tensorboard=false", "optim.batch_size=8", "optim.batch_per_device=8", "optim.epochs=1",
@@ -70,14 +75,17 @@ def test_no_weight_decay_on_biases_and_1d_params(tiny_data, tmp_path):
             assert group["weight_decay"] == (0.0 if no_decay else 0.05), names[id(p)]
 
 
+@pytest.mark.slow
 def test_tiny_run_lowers_the_loss(tiny_data, tmp_path):
     cfg = small_cfg(tiny_data, tmp_path, "optim.epochs=12", "optim.blr=1.5e-3", "run.log_every_steps=8")
     summary = Trainer(cfg).train()
-    log = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    log = _step_lines(tmp_path / "metrics.jsonl")
     first, last = log[0]["loss"], log[-1]["loss"]
     assert last < 0.8 * first, (first, last)
     assert summary["step"] == 12 * (256 // 8) and (tmp_path / "config.yaml").exists()
     assert {"loss", "lr", "grad_norm", "img_per_s"} <= set(log[-1])
+    start = json.loads(open(tmp_path / "metrics.jsonl").readline())
+    assert start["event"] == "start" and start["total_steps"] == summary["step"]
 
 
 def test_resume_after_interruption_is_bitwise_identical(tiny_data, tmp_path):
@@ -275,7 +283,7 @@ def test_online_probes_log_accuracy_and_leave_the_encoder_alone(tiny_data, tmp_p
     assert len(with_probe.probes.heads) == 1 and with_probe.probes.heads[0][1].out_features == 8
     with_probe.train()
     Trainer(small_cfg(tiny_data, tmp_path / "plain", *base)).train()
-    log = [json.loads(line) for line in open(tmp_path / "probe" / "metrics.jsonl")]
+    log = _step_lines(tmp_path / "probe" / "metrics.jsonl")
     assert all(0.0 <= rec["probe_acc_block0"] <= 1.0 for rec in log)
     a, b = weights(tmp_path / "probe" / "checkpoint.pth"), weights(tmp_path / "plain" / "checkpoint.pth")
     for k in a:

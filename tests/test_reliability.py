@@ -201,7 +201,7 @@ def test_second_pretraining_into_one_folder_is_refused(tiny_data, tmp_path):
 
     out = tmp_path / "run"
     with run_dir_lock(out, "pretraining"):  # a first pretraining in progress
-        with pytest.raises(InputError, match="another pretraining"):
+        with pytest.raises(InputError, match="another pretrain run"):
             Trainer(_tiny_pretrain_cfg(tiny_data, out)).train()
         assert not (out / "checkpoint.pth").exists() and not (out / "config.yaml").exists()
     trainer = Trainer(_tiny_pretrain_cfg(tiny_data, out))
@@ -431,12 +431,12 @@ def test_nan_stop_is_one_line_naming_only_a_checkpoint_that_exists(tiny_data, tm
     import gmae.engine.train as train
     from gmae.cli import main
 
-    def nan_step(self, it):  # every step non-finite, as with a diverged lr
-        next(it)
+    def nan_step(self, batches):  # every step non-finite, as with a diverged lr
+        next(batches)
         self._skip(f"non-finite loss at step {self.step}")
-        return float("nan"), float("nan"), None
+        return {"loss": float("nan")}
 
-    monkeypatch.setattr(train.Trainer, "_train_step", nan_step)
+    monkeypatch.setattr(train.Trainer, "train_step", nan_step)
     out = tmp_path / "run"
     code = main(["pretrain", "--config", "pretrain/gmae_tiny", "--data", str(tiny_data / "imagenet"), "--out",
                  str(out), "optim.max_steps=5", "optim.batch_size=8", "optim.batch_per_device=8",

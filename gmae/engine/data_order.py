@@ -7,8 +7,10 @@ That is what makes a killed-and-resumed run end at the same weights as an uninte
 
 from __future__ import annotations
 
+import random
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
@@ -29,12 +31,17 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class SeededSamples(Dataset):
-    """Wraps a (PIL image, label) dataset: applies ``transform`` under a per-sample seed and draws the
-    per-sample masking noise [num_patches] from its own stream. Items: (image, label, noise, index)."""
+    """Wraps a (PIL image, label) dataset for a training loop: ``transform`` runs under a per-sample seed set for
+    torch, ``random`` and numpy (timm's RandAugment / RandomErasing draw from all three; the global states are
+    restored after), so an augmentation depends only on (seed, epoch, index).
 
-    def __init__(self, dataset: Dataset, transform, num_patches: int, seed: int):
+    Items: (image, label), or with ``num_patches`` (a masking model) (image, label, noise [num_patches], index),
+    the masking noise drawn from its own stream.
+    """
+
+    def __init__(self, dataset: Dataset, transform, seed: int, num_patches: int | None = None):
         self.dataset, self.transform = dataset, transform
-        self.num_patches, self.seed = num_patches, seed
+        self.seed, self.num_patches = seed, num_patches
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -42,10 +49,20 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, index: int):
         img, label = self.dataset[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, self.epoch, index, stream=1))
-            if self.transform is not None:
-                img = self.transform(img)
+        if self.transform is not None:
+            s = sample_seed(self.seed, self.epoch, index, stream=1)
+            py_state, np_state = random.getstate(), np.random.get_state()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s)
+                random.seed(s)
+                np.random.seed(s % (1 << 32))
+                try:
+                    img = self.transform(img)
+                finally:
+                    random.setstate(py_state)
+                    np.random.set_state(np_state)
+        if self.num_patches is None:
+            return img, label
         g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index, stream=2))
         noise = torch.rand(self.num_patches, generator=g)
         return img, label, noise, index

@@ -1,16 +1,15 @@
-"""The one pretraining loop, shared by GMAE and the MAE baseline (they differ only in model and loss).
+"""Pretraining, shared by GMAE and the MAE baseline (they differ only in model and loss), on the one step loop
+(:mod:`gmae.engine.loop`: data order, schedule, save/resume, logging, stopping).
 
-AdamW with MAE's weight-decay groups, per-iteration linear warmup + half-cycle cosine (timm's scheduler),
-gradient accumulation to the effective batch, torchrun DDP, bf16 autocast on CUDA, gradient-norm clipping,
-NaN/Inf step skipping, atomic checkpoints with exact resume, JSONL + TensorBoard metrics, online probes.
+What pretraining adds: AdamW with MAE's weight-decay groups, gradient accumulation to the effective batch, torchrun
+DDP, bf16 autocast on CUDA, gradient-norm clipping, NaN/Inf step skipping, the authors' per-epoch lr option and
+their online probes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,22 +18,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
-from timm.scheduler import CosineLRScheduler
-from torch.utils.data import DataLoader
 
-from gmae.config import config_to_dict, save_config
-from gmae.engine.checkpoint import check_resumable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from gmae.engine.config import PretrainConfig, accumulation_steps, validate_loop
-from gmae.engine.data_order import GlobalBatchSampler, SeededSamples
-from gmae.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from gmae.data.transforms import CROPS
-from gmae.engine.preempt import StopSignals, ignore_in_worker
+from gmae.engine.config import PretrainConfig, validate_loop
+from gmae.engine.data_order import SeededSamples
+from gmae.engine.distributed import DistInfo, all_reduce_sum, autocast, init_distributed
+from gmae.engine.loop import StepLoop, cosine_schedule, last_checkpoint_note
 from gmae.errors import RunStopped
-from gmae.io import run_dir_lock
 from gmae.models import create_model
 from gmae.models.gmae import MODEL_COMPAT
 
-CHECKPOINT_NAME = "checkpoint.pth"
 LR_INTERVALS = ("step", "epoch")
 PROBE_OPTIMIZERS = ("separate", "shared")
 
@@ -74,14 +67,6 @@ class OnlineProbes(nn.Module):
         return loss, torch.stack(correct)
 
 
-def last_checkpoint_note(out_dir: Path) -> str:
-    """Where a stopped run can resume from: only a checkpoint that exists is named."""
-    path = Path(out_dir) / CHECKPOINT_NAME
-    if path.is_file():
-        return f"The last good checkpoint is {path}."
-    return f"No checkpoint was written yet in {out_dir} (run.save_every_steps)."
-
-
 def build_dataset(cfg: PretrainConfig, num_patches: int) -> SeededSamples:
     from gmae.data.imagenet import ImageFolderDataset
     from gmae.data.transforms import pretrain_transform
@@ -90,14 +75,7 @@ def build_dataset(cfg: PretrainConfig, num_patches: int) -> SeededSamples:
     split_dir = root / cfg.data.split if (root / cfg.data.split).is_dir() else root
     base = ImageFolderDataset(split_dir, transform=None)
     tf = pretrain_transform(cfg.data.img_size, scale=tuple(cfg.data.crop_scale), crop=cfg.data.crop)
-    return SeededSamples(base, tf, num_patches, cfg.run.seed)
-
-
-def _autocast(cfg: PretrainConfig, device: torch.device):
-    if device.type != "cuda" or cfg.run.amp == "none":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.run.amp]
-    return torch.autocast("cuda", dtype=dtype)
+    return SeededSamples(base, tf, cfg.run.seed, num_patches)
 
 
 def validate(cfg: PretrainConfig) -> int:
@@ -153,28 +131,22 @@ def _validate_model(cfg: PretrainConfig) -> int:
     return n
 
 
-class Trainer:
+class Trainer(StepLoop):
+    """Pretraining on the shared step loop: the model's own loss, AdamW with MAE's weight-decay groups, gradient
+    accumulation, gradient-norm clipping, non-finite steps skipped, optional online probes."""
+
+    protocol = "pretrain"
+    resume_sections = ("model", "optim")
+    stop_on_nonfinite = False  # a non-finite step is skipped (see _skip), up to run.max_consecutive_nonfinite
+
     def __init__(self, cfg: PretrainConfig, dist_info: DistInfo | None = None):
         num_patches = validate(cfg)
-        self.cfg = cfg
-        self.dist = dist_info or init_distributed(cfg.run.device)
-        self.device = self.dist.device
-        self.out_dir = Path(cfg.run.out_dir)
-        self.accum = accumulation_steps(cfg.optim, self.dist.world_size)
-        torch.manual_seed(cfg.run.seed + self.dist.rank)
-
-        # the data set is only a file list: count it before the model is built
-        self.dataset = build_dataset(cfg, num_patches)
-        self.steps_per_epoch = len(self.dataset) // cfg.optim.batch_size
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"data.root has {len(self.dataset)} images, fewer than one batch "
-                             f"(optim.batch_size={cfg.optim.batch_size})")
+        dist_info = dist_info or init_distributed(cfg.run.device)  # a missing device is named before the data
+        # the data set is only a file list: it is counted before the model is built
+        super().__init__(cfg, build_dataset(cfg, num_patches), dist_info)
         self.model = create_model(cfg.model.name, img_size=cfg.data.img_size,
                                   **cfg.model.constructor_overrides()).to(self.device)
         enc = self.model.encoder
-        self.total_steps = cfg.optim.epochs * self.steps_per_epoch
-        self.warmup_steps = int(round(cfg.optim.warmup_epochs * self.steps_per_epoch))
-        self.lr = cfg.optim.effective_lr()
 
         self.probes = self.probe_optimizer = None
         if cfg.run.online_probe:
@@ -189,180 +161,44 @@ class Trainer:
         if self.probes is not None and not shared_probes:
             self.probe_optimizer = torch.optim.AdamW(self.probes.parameters(), lr=cfg.run.probe_lr,
                                                      weight_decay=0.0)
-        self.scheduler = CosineLRScheduler(
-            self.optimizer, t_initial=max(1, self.total_steps - self.warmup_steps), lr_min=cfg.optim.min_lr,
-            warmup_t=self.warmup_steps, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+        self.scheduler = cosine_schedule(self.optimizer, self.total_steps, self.warmup_steps, cfg.optim.min_lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and cfg.run.amp == "fp16")
 
         self.ddp_model = self.model
         if self.dist.enabled:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-
-
-        self.step = 0
         self.nonfinite_skipped = 0
         self.consecutive_nonfinite = 0
-        self.writer = None
+
+    def progress_label(self) -> str:
+        return f"pretrain {self.cfg.model.name}"
 
     # -- state --------------------------------------------------------------------------------------------------
-    def state_dict(self, finished: bool = False) -> dict[str, Any]:
+    def modules_state(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "epoch": self.step // self.steps_per_epoch,
-            "config": config_to_dict(self.cfg),
             "arch": {"model": self.cfg.model.name, "encoder": self.model.encoder.architecture()},
-            "rng": rng_state(),
             "probes": self.probes.state_dict() if self.probes is not None else None,
             "probe_optimizer": self.probe_optimizer.state_dict() if self.probe_optimizer is not None else None,
             "nonfinite_skipped": self.nonfinite_skipped,
-            "world_size": self.dist.world_size,
-            "finished": finished,
         }
 
-    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+    def load_modules_state(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         if self.probes is not None and ckpt.get("probes") is not None:
             self.probes.load_state_dict(ckpt["probes"])
             if self.probe_optimizer is not None:
                 self.probe_optimizer.load_state_dict(ckpt["probe_optimizer"])
-        self.step = int(ckpt["step"])
         self.nonfinite_skipped = int(ckpt.get("nonfinite_skipped", 0))
-        set_rng_state(ckpt["rng"])
 
-    def save(self, finished: bool = False) -> None:
-        if self.dist.is_main:
-            save_checkpoint(self.state_dict(finished), self.out_dir / CHECKPOINT_NAME)
-        barrier()
+    def final_metrics(self) -> dict[str, Any]:
+        return {"nonfinite_skipped": self.nonfinite_skipped}
 
-    def maybe_resume(self) -> bool:
-        path = self.out_dir / CHECKPOINT_NAME
-        if not path.exists():
-            return False
-        ckpt = load_checkpoint(path)
-        check_resumable(ckpt, path, config_to_dict(self.cfg), ("model", "optim"), None)
-        self.load_state_dict(ckpt)
-        return True
-
-    # -- loop ---------------------------------------------------------------------------------------------------
-    def _loader(self, epoch: int, start_step: int) -> DataLoader:
-        self.dataset.epoch = epoch
-        sampler = GlobalBatchSampler(len(self.dataset), self.cfg.optim.batch_per_device, self.accum,
-                                     self.dist.world_size, self.dist.rank, self.cfg.run.seed, epoch, start_step)
-        workers = self.cfg.data.num_workers
-        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers,
-                          pin_memory=self.cfg.data.pin_memory and self.device.type == "cuda",
-                          generator=torch.Generator().manual_seed(self.cfg.run.seed),
-                          worker_init_fn=ignore_in_worker if workers > 0 else None,
-                          persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
-
-    def _log(self, record: dict[str, Any]) -> None:
-        if not self.dist.is_main:
-            return
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.writer.add_scalar(f"pretrain/{k}", v, record["step"])
-
-    def train(self, resume: bool = True) -> dict[str, Any]:
-        """Train (or resume) holding the run-folder lock, released however training ends."""
-        with run_dir_lock(self.out_dir, "pretraining", enabled=self.dist.is_main):
-            return self._train(resume)
-
-    def _train(self, resume: bool) -> dict[str, Any]:
-        cfg = self.cfg
-        barrier()
-        # a refused resume must leave the run's config.yaml as it was: check first, then write
-        resumed = self.maybe_resume() if resume else False
-        if self.dist.is_main:
-            save_config(cfg, self.out_dir / "config.yaml")
-        end_step = self.total_steps if cfg.optim.max_steps is None else min(self.total_steps, cfg.optim.max_steps)
-        if self.dist.is_main and cfg.run.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
-            except ImportError:  # pragma: no cover - tensorboard is a dependency
-                warnings.warn("tensorboard not installed; metrics go to metrics.jsonl only")
-        bar = None
-        if self.dist.is_main and cfg.run.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=end_step, initial=self.step, desc=f"pretrain {cfg.model.name}", unit="step",
-                       dynamic_ncols=True)
-        start_time = time.perf_counter()
-        start_step = self.step
-        window = {"loss": 0.0, "n": 0, "images": 0, "time": 0.0}
-        last_loss = float("nan")
-        log_extra: dict[str, float] = {}
-        self.model.train()
-        stop = StopSignals.install()
-        try:
-            while self.step < end_step:
-                epoch = self.step // self.steps_per_epoch
-                loader = self._loader(epoch, self.step % self.steps_per_epoch)
-                it = iter(loader)
-                while self.step < end_step and self.step // self.steps_per_epoch == epoch:
-                    timed = (self.step + 1) % cfg.run.log_every_steps == 0 or self.step + 1 == end_step
-                    t0 = time.perf_counter()
-                    loss_value, grad_norm, probe_acc = self._train_step(it)
-                    dt = time.perf_counter() - t0
-                    self.step += 1
-                    if math.isfinite(loss_value):
-                        window["loss"] += loss_value
-                        window["n"] += 1
-                        last_loss = loss_value
-                    window["images"] += cfg.optim.batch_size
-                    window["time"] += dt
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-                    if timed:
-                        rec = {"step": self.step, "epoch": epoch,
-                               "loss": window["loss"] / max(1, window["n"]),
-                               "lr": self.optimizer.param_groups[0]["lr"],
-                               "grad_norm": grad_norm, "img_per_s": window["images"] / max(window["time"], 1e-9),
-                               "nonfinite_skipped": self.nonfinite_skipped}
-                        if probe_acc is not None:
-                            rec.update({f"probe_acc_block{i}": float(a) for i, a in enumerate(probe_acc)})
-                        self._log(rec)
-                        log_extra = rec
-                        window = {"loss": 0.0, "n": 0, "images": 0, "time": 0.0}
-                    if self.step % cfg.run.save_every_steps == 0 and self.step < end_step:
-                        self.save()
-                    if self.step < end_step and stop.requested(self.device):
-                        if self.step % cfg.run.save_every_steps:  # else saved just above
-                            self.save()
-                        stop.exit("pretrain", self.step, self.out_dir / CHECKPOINT_NAME, self.dist.is_main)
-                    if cfg.run.stop_after_steps is not None and self.step >= cfg.run.stop_after_steps:
-                        return {"stopped_at": self.step}
-                del it, loader
-            self.save(finished=True)
-        finally:
-            stop.restore()
-            if bar is not None:
-                bar.close()
-            if self.writer is not None:
-                self.writer.close()
-        elapsed = time.perf_counter() - start_time
-        steps_run = self.step - start_step
-        return {
-            "step": self.step, "resumed": resumed, "loss": last_loss, "steps_run": steps_run,
-            "img_per_s": steps_run * cfg.optim.batch_size / elapsed if steps_run else float("nan"),
-            "nonfinite_skipped": self.nonfinite_skipped,
-            "checkpoint": str(self.out_dir / CHECKPOINT_NAME),
-        }
-
-    def _set_lr(self) -> None:
+    # -- one step -----------------------------------------------------------------------------------------------
+    def set_lr(self) -> None:
         if self.cfg.optim.lr_interval == "step":
             self.scheduler.step_update(num_updates=self.step)
             return
@@ -371,9 +207,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def _train_step(self, it):
+    def train_step(self, batches) -> dict[str, Any]:
         cfg = self.cfg
-        self._set_lr()
         self.optimizer.zero_grad(set_to_none=True)
         if self.probe_optimizer is not None:
             self.probe_optimizer.zero_grad(set_to_none=True)
@@ -381,14 +216,14 @@ class Trainer:
         probe_correct = None
         n_seen = 0
         for micro in range(self.accum):
-            imgs, labels, noise, _ = next(it)
+            imgs, labels, noise, _ = next(batches)
             imgs = imgs.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             noise = noise.to(self.device, non_blocking=True)
             last = micro == self.accum - 1
             sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.ddp_model.no_sync()
             with sync:
-                with _autocast(cfg, self.device):
+                with autocast(cfg.run.amp, self.device):
                     out = self.ddp_model(imgs, noise=noise, return_block_outputs=self.probes is not None)
                 loss = out["loss"]
                 self.scaler.scale(loss / self.accum).backward()
@@ -408,8 +243,7 @@ class Trainer:
         # every rank must agree on skipping a step
         flag = torch.tensor([0.0 if torch.isfinite(total_loss) else 1.0], device=self.device)
         all_reduce_sum(flag)
-        loss_sum = all_reduce_sum(total_loss.clone().reshape(1))
-        loss_value = float(loss_sum.item()) / self.dist.world_size
+        loss_value = self.rank_mean(total_loss)
         grad_norm = float("nan")
         if flag.item() == 0:
             self.scaler.unscale_(self.optimizer)
@@ -429,10 +263,10 @@ class Trainer:
                 self.scaler.update()
         else:
             self._skip(f"non-finite loss at step {self.step}")
-        probe_acc = None
+        out = {"loss": loss_value, "grad_norm": grad_norm, "nonfinite_skipped": self.nonfinite_skipped}
         if probe_correct is not None and n_seen:
-            probe_acc = (probe_correct / n_seen).tolist()
-        return loss_value, grad_norm, probe_acc
+            out.update({f"probe_acc_block{i}": float(a) for i, a in enumerate((probe_correct / n_seen).tolist())})
+        return out
 
     def _skip(self, why: str) -> None:
         self.optimizer.zero_grad(set_to_none=True)
