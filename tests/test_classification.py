@@ -22,20 +22,7 @@ from gmae.io import sha256_file
 from gmae.results import ResultsStore
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_ARCH = dict(img_size=64, patch_size=8, embed_dim=192, depth=4, num_heads=3)
 QUIET = ["run.progress=false"]
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder_file(tmp_path_factory):
-    """A random-init tiny encoder saved as an export file ({"model", "encoder_arch"})."""
-    from gmae.models.vit import MaskedViTEncoder
-
-    torch.manual_seed(0)
-    enc = MaskedViTEncoder(**TINY_ARCH)
-    path = tmp_path_factory.mktemp("enc") / "tiny_encoder.pth"
-    torch.save({"model": enc.state_dict(), "encoder_arch": enc.architecture()}, path)
-    return path
 
 
 def _run_cli(proto, ckpt, data, out, *overrides, config=None):
@@ -73,18 +60,16 @@ def _check_records(recs, protocol, ckpt, n=2):
 # Features: timm model built from an export == our own encoder
 # --------------------------------------------------------------------------------------------------------------
 
-def test_features_match_our_encoder(tiny_encoder_file):
+def test_features_match_our_encoder(tiny_encoder):
     from eval.classification import FrozenEncoder, pooled_features
     from gmae.engine.checkpoint import build_vit
     from gmae.engine.checkpoint import load_encoder_weights
-    from gmae.models.vit import MaskedViTEncoder
 
-    sd, arch = load_encoder_weights(tiny_encoder_file)
+    sd, arch = load_encoder_weights(tiny_encoder["export"])
     vit = build_vit(sd, arch, 64)
     frozen = FrozenEncoder(vit, "cls").train()  # asked for train mode, stays in eval mode and frozen
     assert not any(m.training for m in vit.modules()) and not any(p.requires_grad for p in vit.parameters())
-    ours = MaskedViTEncoder(**TINY_ARCH).eval()
-    ours.load_state_dict(torch.load(tiny_encoder_file, weights_only=True)["model"])
+    ours = tiny_encoder["module"]
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(frozen(x), ours.forward_features(x)[:, 0], rtol=1e-4, atol=1e-4)
@@ -154,25 +139,24 @@ def test_linear_probe_agrees_with_sklearn(tmp_path):
     assert abs(out["top1"] - ref_acc) <= 5.0, (out["top1"], ref_acc)
 
 
-def test_linprobe_end_to_end_resume_and_record(tiny_data, tiny_encoder_file, tmp_path):
+def test_linprobe_end_to_end_resume_and_record(tiny_data, tiny_encoder, tmp_path):
     """CLI run on the tiny data; a run killed mid-way and resumed ends at the same head; the recorded top-1 equals
     an independent evaluation (our encoder + the saved head + torchvision's eval transform)."""
     from torchvision.datasets import ImageFolder
 
     from eval.linprobe import LinprobeConfig
     from gmae.data.transforms import eval_transform
-    from gmae.models.vit import MaskedViTEncoder
 
     data = tiny_data / "imagenet"
     # 8 steps of 32 images, each 2 accumulated micro-batches of 16
     common = ["optim.epochs=1", "optim.warmup_epochs=0.5", "optim.batch_size=32", "optim.batch_per_device=16"]
-    assert _run_cli("linprobe", tiny_encoder_file, data, tmp_path / "a", *common) == 0
+    assert _run_cli("linprobe", tiny_encoder["export"], data, tmp_path / "a", *common) == 0
     # killed after step 3; the last checkpoint is from step 2
     drill = [*common, "run.save_every_steps=2"]
-    assert _run_cli("linprobe", tiny_encoder_file, data, tmp_path / "b", *drill, "run.stop_after_steps=3") == 0
+    assert _run_cli("linprobe", tiny_encoder["export"], data, tmp_path / "b", *drill, "run.stop_after_steps=3") == 0
     assert not (tmp_path / "b" / "results.jsonl").exists()
     assert torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=True)["step"] == 2
-    assert _run_cli("linprobe", tiny_encoder_file, data, tmp_path / "b", *drill) == 0
+    assert _run_cli("linprobe", tiny_encoder["export"], data, tmp_path / "b", *drill) == 0
     a = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=True)
     b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=True)
     assert a["finished"] and b["finished"] and a["step"] == b["step"] == 8
@@ -180,7 +164,7 @@ def test_linprobe_end_to_end_resume_and_record(tiny_data, tiny_encoder_file, tmp
         torch.testing.assert_close(a["head"][k], b["head"][k], rtol=0, atol=0)
 
     recs = _records(tmp_path / "a")
-    _check_records(recs, "linprobe", tiny_encoder_file)
+    _check_records(recs, "linprobe", tiny_encoder["export"])
     assert all(r["effective_lr"] == pytest.approx(409.6 * 32 / 256) for r in recs)  # blr x batch / 256
     assert all(r["accum_steps"] == 2 for r in recs)
     saved = load_config(LinprobeConfig, tmp_path / "a" / "config.yaml")
@@ -188,8 +172,7 @@ def test_linprobe_end_to_end_resume_and_record(tiny_data, tiny_encoder_file, tmp
     metrics = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["effective_lr"] == pytest.approx(51.2)
 
-    enc = MaskedViTEncoder(**TINY_ARCH).eval()
-    enc.load_state_dict(torch.load(tiny_encoder_file, weights_only=True)["model"])
+    enc = tiny_encoder["module"]
     head_bn = torch.nn.BatchNorm1d(192, affine=False, eps=1e-6).eval()
     head_bn.load_state_dict({k[3:]: v for k, v in a["head"].items() if k.startswith("bn.")})
     val = ImageFolder(data / "val", transform=eval_transform(64))
@@ -259,13 +242,13 @@ def test_posterize_at_zero_bits_gives_black():
     assert np.asarray(ops[0].aug_fn(img, 2)).tolist() == np.asarray(img.point(lambda v: v & 0xC0)).tolist()
 
 
-def test_linprobe_records_the_best_epoch_and_keeps_it_across_a_resume(tiny_data, tiny_encoder_file, tmp_path):
+def test_linprobe_records_the_best_epoch_and_keeps_it_across_a_resume(tiny_data, tiny_encoder, tmp_path):
     """Evaluated after every epoch: best_top1 is the maximum of the logged evaluations (final one included) and
     a run killed in its last epoch and resumed records the same best, epoch and number of evaluations."""
     data = tiny_data / "imagenet"
     common = ["optim.epochs=3", "optim.warmup_epochs=0.5", "optim.batch_size=32", "optim.batch_per_device=32",
               "eval_every_epochs=1", "run.save_every_steps=4"]
-    assert _run_cli("linprobe", tiny_encoder_file, data, tmp_path / "a", *common) == 0
+    assert _run_cli("linprobe", tiny_encoder["export"], data, tmp_path / "a", *common) == 0
     evals = [json.loads(x) for x in open(tmp_path / "a" / "metrics.jsonl")]
     evals = [e for e in evals if e.get("event") == "eval"]
     assert len(evals) == 3
@@ -275,15 +258,15 @@ def test_linprobe_records_the_best_epoch_and_keeps_it_across_a_resume(tiny_data,
     assert recs["best_top1"]["best_epoch"] == int(np.argmax(tops)) and recs["best_top1"]["n_evals"] == 3
 
     steps = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=True)["step"]
-    assert _run_cli("linprobe", tiny_encoder_file, data, tmp_path / "b", *common,
+    assert _run_cli("linprobe", tiny_encoder["export"], data, tmp_path / "b", *common,
                     f"run.stop_after_steps={steps - 1}") == 0
-    assert _run_cli("linprobe", tiny_encoder_file, data, tmp_path / "b", *common) == 0
+    assert _run_cli("linprobe", tiny_encoder["export"], data, tmp_path / "b", *common) == 0
     again = {r["metric"]: r for r in _records(tmp_path / "b")}
     for key in ("value", "best_epoch", "n_evals"):
         assert again["best_top1"][key] == recs["best_top1"][key], key
 
 
-def test_finetune_end_to_end_and_resumed_mid_epoch(tiny_data, tiny_encoder_file, tmp_path):
+def test_finetune_end_to_end_and_resumed_mid_epoch(tiny_data, tiny_encoder, tmp_path):
     """The recipe's records (final and EMA weights); a run killed mid-epoch and resumed ends at the same weights
     and records as an uninterrupted one (mixup draws from numpy, drop path from torch: every RNG is seeded and
     saved, and making a loader draws from none of them)."""
@@ -291,10 +274,10 @@ def test_finetune_end_to_end_and_resumed_mid_epoch(tiny_data, tiny_encoder_file,
 
     data = tiny_data / "imagenet"
     common = ["optim.epochs=1", "optim.warmup_epochs=0.5", "optim.max_steps=4", "ema.enabled=true", "ema.decay=0.5"]
-    assert _run_cli("finetune", tiny_encoder_file, data, tmp_path, *common) == 0
+    assert _run_cli("finetune", tiny_encoder["export"], data, tmp_path, *common) == 0
     drill = [*common, "run.save_every_steps=2"]
-    assert _run_cli("finetune", tiny_encoder_file, data, tmp_path / "b", *drill, "run.stop_after_steps=3") == 0
-    assert _run_cli("finetune", tiny_encoder_file, data, tmp_path / "b", *drill) == 0
+    assert _run_cli("finetune", tiny_encoder["export"], data, tmp_path / "b", *drill, "run.stop_after_steps=3") == 0
+    assert _run_cli("finetune", tiny_encoder["export"], data, tmp_path / "b", *drill) == 0
     a = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
     b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=True)
     for part in ("model", "ema"):
@@ -302,14 +285,14 @@ def test_finetune_end_to_end_and_resumed_mid_epoch(tiny_data, tiny_encoder_file,
             assert torch.equal(a[part][k], b[part][k]), (part, k)
     assert [r["value"] for r in _records(tmp_path)] == [r["value"] for r in _records(tmp_path / "b")]
     recs = _records(tmp_path)
-    _check_records(recs, "finetune", tiny_encoder_file, n=4)
+    _check_records(recs, "finetune", tiny_encoder["export"], n=4)
     assert sorted(r["weights"] for r in recs) == ["ema", "ema", "ema", "final", "final", "final"]
     assert all(r["effective_lr"] == pytest.approx(2e-3 * 32 / 256) and r["layer_decay"] == 0.65 for r in recs)
     ck = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
     assert ck["finished"] and ck["step"] == 4
     sd = ck["model"]
     assert "fc_norm.weight" in sd and "norm.weight" not in sd and sd["head.weight"].shape == (8, 192)
-    enc = torch.load(tiny_encoder_file, weights_only=True)["model"]
+    enc = torch.load(tiny_encoder["export"], weights_only=True)["model"]
     assert not torch.equal(sd["blocks.0.attn.qkv.weight"], enc["blocks.0.attn.qkv.weight"])  # trained end to end
     cfg = load_config(FinetuneConfig, tmp_path / "config.yaml")
     assert cfg.aug.mixup == 0.8 and cfg.aug.auto_augment == "rand-m9-mstd0.5-inc1"
@@ -335,23 +318,23 @@ def test_knn_scores_match_sklearn():
 
 
 @pytest.fixture(scope="module")
-def knn_run(tiny_data, tiny_encoder_file, tmp_path_factory):
+def knn_run(tiny_data, tiny_encoder, tmp_path_factory):
     out = tmp_path_factory.mktemp("knn")
-    assert _run_cli("knn", tiny_encoder_file, tiny_data / "imagenet", out) == 0
+    assert _run_cli("knn", tiny_encoder["export"], tiny_data / "imagenet", out) == 0
     return out
 
 
-def test_knn_end_to_end_and_cached_resume(tiny_data, tiny_encoder_file, knn_run, tmp_path):
+def test_knn_end_to_end_and_cached_resume(tiny_data, tiny_encoder, knn_run, tmp_path):
     import shutil
 
     data = tiny_data / "imagenet"
     shutil.copytree(knn_run, tmp_path, dirs_exist_ok=True)
     first = _records(tmp_path)
-    _check_records(first, "knn", tiny_encoder_file)
+    _check_records(first, "knn", tiny_encoder["export"])
     assert all(r["k"] == 20 and r["temperature"] == 0.07 for r in first)
     cache = tmp_path / "features_train.pth"
     stamp = cache.stat().st_mtime_ns
-    assert _run_cli("knn", tiny_encoder_file, data, tmp_path) == 0  # reuses the cached features
+    assert _run_cli("knn", tiny_encoder["export"], data, tmp_path) == 0  # reuses the cached features
     second = _records(tmp_path)[2:]
     assert cache.stat().st_mtime_ns == stamp
     assert [r["value"] for r in second] == [r["value"] for r in first]
@@ -386,8 +369,8 @@ def _bad_case(kind, tmp_path, tiny_data, enc_file):
 
 @pytest.mark.parametrize("proto", ["linprobe", "finetune", "knn"])
 @pytest.mark.parametrize("kind", ["missing_checkpoint", "no_encoder_keys", "no_classes", "class_mismatch"])
-def test_bad_input_fails_fast(kind, proto, tmp_path, tiny_data, tiny_encoder_file, capsys):
-    ckpt, data, needle = _bad_case(kind, tmp_path, tiny_data, tiny_encoder_file)
+def test_bad_input_fails_fast(kind, proto, tmp_path, tiny_data, tiny_encoder, capsys):
+    ckpt, data, needle = _bad_case(kind, tmp_path, tiny_data, tiny_encoder["export"])
     out = tmp_path / "out"
     assert _run_cli(proto, ckpt, data, out) == 2
     err = capsys.readouterr().err
@@ -400,11 +383,11 @@ def test_bad_input_fails_fast(kind, proto, tmp_path, tiny_data, tiny_encoder_fil
 # --------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_knn_two_processes_match_one(tiny_data, tiny_encoder_file, knn_run, tmp_path):
+def test_knn_two_processes_match_one(tiny_data, tiny_encoder, knn_run, tmp_path):
     data = tiny_data / "imagenet"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "gmae", "eval",
-           "knn", "--checkpoint", str(tiny_encoder_file), "--data", str(data), "--out", str(tmp_path / "two"),
+           "knn", "--checkpoint", str(tiny_encoder["export"]), "--data", str(data), "--out", str(tmp_path / "two"),
            "--config", "knn/tiny", *QUIET, "run.device=cpu"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]

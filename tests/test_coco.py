@@ -26,33 +26,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't
 HAS_D2 = importlib.util.find_spec("detectron2") is not None
 needs_d2 = pytest.mark.skipif(not HAS_D2, reason="detectron2 is not installed (bash scripts/install_detectron2.sh)")
 
-TINY_ARCH = dict(img_size=64, patch_size=8, embed_dim=192, depth=4, num_heads=3)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # fixtures
 # ----------------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory):
-    """A tiny MAE-style training checkpoint and its `gmae export` (random weights, LayerNorms perturbed so a
-    swapped weight / bias would show)."""
-    from gmae.engine.checkpoint import export_encoder
-    from gmae.models.vit import MaskedViTEncoder
-
-    torch.manual_seed(0)
-    enc = MaskedViTEncoder(**TINY_ARCH)
-    with torch.no_grad():
-        for name, p in enc.named_parameters():
-            if "norm" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-    d = tmp_path_factory.mktemp("coco_enc")
-    train_ckpt = d / "checkpoint.pth"
-    torch.save({"model": {"encoder." + k: v for k, v in enc.state_dict().items()},
-                "arch": {"encoder": enc.architecture()}}, train_ckpt)
-    export = export_encoder(train_ckpt, d / "encoder.pth")
-    return {"module": enc.eval(), "train_ckpt": train_ckpt, "export": Path(export), "dir": d}
-
 
 @pytest.fixture(scope="module")
 def coco_dir(tiny_data):

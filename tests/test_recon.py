@@ -15,8 +15,6 @@ from PIL import Image
 from eval import fid as fidlib
 from eval.recon import masking_noise, psnr_per_image
 
-SMALL_MODEL = ["model.kwargs={embed_dim: 32, depth: 1, num_heads: 2, decoder_embed_dim: 32, decoder_depth: 1,"
-               " decoder_num_heads: 2}", "data.img_size=32"]
 
 
 @pytest.fixture(scope="module")
@@ -224,27 +222,14 @@ def test_recon_grid_figure_writes_png_and_pdf(tmp_path):
         plot_recon_grid({"input": cols["input"], "GMAE": cols["GMAE"][:1]}, tmp_path / "bad")
 
 
-def _train_tiny(tiny_data, out, config, *extra):
-    from gmae.config import load_config
-    from gmae.engine.config import PretrainConfig
-    from gmae.engine.train import Trainer
-
-    cfg = load_config(PretrainConfig, config, [
-        f"data.root={tiny_data / 'imagenet'}", f"run.out_dir={out}", "optim.max_steps=2", "optim.batch_size=8",
-        "optim.batch_per_device=8", "run.progress=false", "run.tensorboard=false", "run.device=cpu",
-        *SMALL_MODEL, *extra])
-    Trainer(cfg).train()
-    return out / "checkpoint.pth"
-
-
-def test_command_end_to_end_on_tiny_gmae_and_mae(tiny_data, tmp_path, capsys):
+def test_command_end_to_end_on_tiny_gmae_and_mae(tiny_data, tiny_gmae_checkpoint, tiny_mae_checkpoint, tmp_path,
+                                                 capsys):
     from gmae.cli import main
     from gmae.data.transforms import eval_transform
     from gmae.engine.checkpoint import load_pretrained_model
     from gmae.results import ResultsStore
 
-    gmae_ckpt = _train_tiny(tiny_data, tmp_path / "gmae", "pretrain/gmae_tiny", "model.num_gaussians=16")
-    mae_ckpt = _train_tiny(tiny_data, tmp_path / "mae", "pretrain/mae_tiny")
+    gmae_ckpt, mae_ckpt = tiny_gmae_checkpoint, tiny_mae_checkpoint
     out, cache = tmp_path / "recon", tmp_path / "cache"
     # bad input fails fast, naming what is wrong
     assert main(["eval", "recon", "--checkpoint", str(tmp_path / "nope.pth"), "--data", str(tiny_data / "photos"),
@@ -272,7 +257,7 @@ def test_command_end_to_end_on_tiny_gmae_and_mae(tiny_data, tmp_path, capsys):
 
     # the reference PNGs are the eval transform's crops; the reconstructions are the models' quantised outputs
     photos = sorted((tiny_data / "photos").glob("*.png"))[:3]
-    tf = eval_transform(32)
+    tf = eval_transform(64)
     for role, ckpt in (("", gmae_ckpt), ("mae", mae_ckpt)):
         model, _ = load_pretrained_model(ckpt)
         for ratio in (0.0, 0.75):
@@ -315,11 +300,11 @@ def test_command_end_to_end_on_tiny_gmae_and_mae(tiny_data, tmp_path, capsys):
     assert pasted["psnr"]["value"] > plain["psnr"]
     model, _ = load_pretrained_model(gmae_ckpt)
     p = model.patch_size
-    mask = masking_noise(range(3), model.encoder.num_patches, 0).argsort(1).argsort(1) >= 4  # 16 patches, keep 4
+    mask = masking_noise(range(3), model.encoder.num_patches, 0).argsort(1).argsort(1) >= 16  # 64 patches, keep 16
     for i, photo in enumerate(photos):
         got = np.asarray(Image.open(out2 / "recon_0.75_paste" / photo.name))
         ref = np.asarray(Image.open(out / "reference" / photo.name))
-        visible = ~mask[i].reshape(32 // p, 32 // p).repeat_interleave(p, 0).repeat_interleave(p, 1).numpy()
+        visible = ~mask[i].reshape(64 // p, 64 // p).repeat_interleave(p, 0).repeat_interleave(p, 1).numpy()
         assert np.array_equal(got[visible], ref[visible])
         assert not np.array_equal(got[~visible], ref[~visible])
 

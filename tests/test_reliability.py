@@ -34,22 +34,6 @@ def _evil_pickle(path, marker):
     path.write_bytes(pickle.dumps(_MakesDir(marker)))
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    """A random tiny ViT encoder written by `gmae export` (64 px, patch 8, width 192: the tiny COCO config)."""
-    import torch
-
-    from gmae.engine.checkpoint import export_encoder
-    from gmae.models.vit import MaskedViTEncoder
-
-    torch.manual_seed(0)
-    enc = MaskedViTEncoder(img_size=64, patch_size=8, embed_dim=192, depth=4, num_heads=3)
-    d = tmp_path_factory.mktemp("rel_enc")
-    torch.save({"model": {"encoder." + k: v for k, v in enc.state_dict().items()},
-                "arch": {"encoder": enc.architecture()}}, d / "checkpoint.pth")
-    return export_encoder(d / "checkpoint.pth", d / "encoder.pth")
-
-
 def _has(module):
     import importlib.util
 
@@ -242,14 +226,14 @@ def test_unwritable_results_refused_before_pretraining(tiny_data, tmp_path, caps
 
 
 @needs_d2
-def test_coco_missing_val_image_and_bad_schema_refused_before_training(tiny_data, tiny_export, tmp_path):
+def test_coco_missing_val_image_and_bad_schema_refused_before_training(tiny_data, tiny_encoder, tmp_path):
     import shutil
 
     from eval.coco.train import RunSpec, check_inputs
 
     coco = tmp_path / "coco"
     shutil.copytree(tiny_data / "coco", coco)
-    spec = RunSpec(config="mask_rcnn_vitdet_tiny", coco=str(coco), checkpoint=str(tiny_export),
+    spec = RunSpec(config="mask_rcnn_vitdet_tiny", coco=str(coco), checkpoint=str(tiny_encoder["export"]),
                    out_dir=str(tmp_path / "out"))
     check_inputs(spec)  # the intact copy passes
     ann = coco / "annotations" / "instances_val2017.json"
@@ -455,14 +439,14 @@ def test_nan_stop_is_one_line_naming_only_a_checkpoint_that_exists(tiny_data, tm
 @needs_d2
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 @pytest.mark.parametrize("name", ["evil.pkl", "../evil.pkl", "model_final.pth"])
-def test_coco_resume_runs_no_code_from_the_run_folder(tmp_path, tiny_data, tiny_export, capsys, name):
+def test_coco_resume_runs_no_code_from_the_run_folder(tmp_path, tiny_data, tiny_encoder, capsys, name):
     from gmae.cli import main
 
     out, marker = tmp_path / "run", tmp_path / "pwned"
     out.mkdir()
     _evil_pickle(out / name if "/" not in name else tmp_path / "evil.pkl", marker)
     (out / "last_checkpoint").write_text(name)
-    code = main(["eval", "coco", "--checkpoint", str(tiny_export), "--coco", str(tiny_data / "coco"),
+    code = main(["eval", "coco", "--checkpoint", str(tiny_encoder["export"]), "--coco", str(tiny_data / "coco"),
                  "--config", "mask_rcnn_vitdet_tiny", "--out", str(out), "--resume", "train.max_iter=2",
                  "lr_multiplier.milestones=[1]"])
     assert not marker.exists()

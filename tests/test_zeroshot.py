@@ -294,28 +294,14 @@ def test_native_edge_map_resizes_and_thins():
 # ------------------------------------------------------------------------------------------ commands
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_data, tmp_path_factory):
-    from gmae.config import load_config
-    from gmae.engine.config import PretrainConfig
-    from gmae.engine.train import Trainer
-
-    out = tmp_path_factory.mktemp("zs_ckpt")
-    cfg = load_config(PretrainConfig, "pretrain/gmae_tiny", [
-        f"data.root={tiny_data / 'imagenet'}", f"run.out_dir={out}", "optim.max_steps=2", "optim.batch_size=8",
-        "optim.batch_per_device=8", "run.progress=false"])
-    Trainer(cfg).train()
-    return out / "checkpoint.pth"
-
-
-def test_figure_ground_command(tiny_data, tiny_checkpoint, tmp_path):
+def test_figure_ground_command(tiny_data, tiny_gmae_checkpoint, tmp_path):
     from PIL import Image
 
     from gmae.cli import main
     from gmae.results import ResultsStore
 
     out, res = tmp_path / "fg", tmp_path / "res"
-    code = main(["eval", "figure-ground", "--checkpoint", str(tiny_checkpoint), "--data",
+    code = main(["eval", "figure-ground", "--checkpoint", str(tiny_gmae_checkpoint), "--data",
                  str(tiny_data / "saliency"), "--out", str(out), "--results", str(res), "--oracle",
                  "--device", "cpu", "--figure-images", "2"])
     assert code == 0
@@ -341,14 +327,14 @@ def test_figure_ground_command(tiny_data, tiny_checkpoint, tmp_path):
     assert (out / "figure_ground.png").is_file() and (out / "figure_ground.pdf").is_file()
 
 
-def test_edges_command(tiny_data, tiny_checkpoint, tmp_path):
+def test_edges_command(tiny_data, tiny_gmae_checkpoint, tmp_path):
     from PIL import Image
 
     from gmae.cli import main
     from gmae.results import ResultsStore
 
     out, res = tmp_path / "pred", tmp_path / "res"
-    code = main(["eval", "edges", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data / "bsds500"),
+    code = main(["eval", "edges", "--checkpoint", str(tiny_gmae_checkpoint), "--data", str(tiny_data / "bsds500"),
                  "--out", str(out), "--results", str(res), "--device", "cpu", "--workers", "1",
                  "--figure-images", "2"])
     assert code == 0
@@ -369,18 +355,18 @@ def test_edges_command(tiny_data, tiny_checkpoint, tmp_path):
     (bare / "images").mkdir(parents=True)
     for i in ids[:2]:
         os.link(tiny_data / "bsds500" / "images" / f"{i}.jpg", bare / "images" / f"{i}.jpg")
-    code = main(["eval", "edges", "--checkpoint", str(tiny_checkpoint), "--data", str(bare), "--out",
+    code = main(["eval", "edges", "--checkpoint", str(tiny_gmae_checkpoint), "--data", str(bare), "--out",
                  str(tmp_path / "pred2"), "--results", str(tmp_path / "res2"), "--device", "cpu",
                  "--render-size", "native", "--figure-images", "0"])
     assert code == 0 and len(list((tmp_path / "pred2").glob("*.png"))) == 2
     assert not (tmp_path / "res2").exists()
 
 
-def test_layers_command_and_input_errors(tiny_data, tiny_checkpoint, tmp_path, capsys):
+def test_layers_command_and_input_errors(tiny_data, tiny_gmae_checkpoint, tmp_path, capsys):
     from gmae.cli import main
 
     out = tmp_path / "layers"
-    code = main(["eval", "layers", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data / "saliency"),
+    code = main(["eval", "layers", "--checkpoint", str(tiny_gmae_checkpoint), "--data", str(tiny_data / "saliency"),
                  "--out", str(out), "--max-images", "2", "--device", "cpu"])
     assert code == 0
     z = np.load(out / "layers.npz")
@@ -391,12 +377,12 @@ def test_layers_command_and_input_errors(tiny_data, tiny_checkpoint, tmp_path, c
     assert main(["eval", "figure-ground", "--checkpoint", str(tmp_path / "nope.pth"), "--data",
                  str(tiny_data / "saliency"), "--out", str(tmp_path / "x")]) == 2
     assert "nope.pth" in capsys.readouterr().err
-    assert main(["eval", "edges", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "missing"),
+    assert main(["eval", "edges", "--checkpoint", str(tiny_gmae_checkpoint), "--data", str(tmp_path / "missing"),
                  "--out", str(tmp_path / "y")]) == 2
     assert "missing" in capsys.readouterr().err
 
 
-def test_records_land_in_the_out_dir_and_bad_keys_exit_2(tiny_data, tiny_checkpoint, tmp_path, capsys):
+def test_records_land_in_the_out_dir_and_bad_keys_exit_2(tiny_data, tiny_gmae_checkpoint, tmp_path, capsys):
     from gmae.cli import main
     from gmae.config import load_config
     from gmae.results import ResultsStore
@@ -404,7 +390,7 @@ def test_records_land_in_the_out_dir_and_bad_keys_exit_2(tiny_data, tiny_checkpo
     from eval.zeroshot.figure_ground import FigureGroundConfig
 
     out = tmp_path / "fg"
-    assert main(["eval", "figure-ground", "--checkpoint", str(tiny_checkpoint), "--data",
+    assert main(["eval", "figure-ground", "--checkpoint", str(tiny_gmae_checkpoint), "--data",
                  str(tiny_data / "saliency"), "--out", str(out), "--max-images", "2", "--figure-images", "0",
                  "--device", "cpu"]) == 0
     recs = ResultsStore(out).read()  # no --results: the output dir is the store
@@ -421,25 +407,25 @@ def test_records_land_in_the_out_dir_and_bad_keys_exit_2(tiny_data, tiny_checkpo
                       (["eval", "layers", "--data", str(tiny_data / "photos"), "--images", "a.png"], "data.images"),
                       (["eval", "layers", "--data", str(tiny_data / "photos"), "--slices", "0-4"], "slices")):
         bad = tmp_path / f"bad_{key}"
-        assert main([*argv, "--checkpoint", str(tiny_checkpoint), "--out", str(bad)]) == 2, key
+        assert main([*argv, "--checkpoint", str(tiny_gmae_checkpoint), "--out", str(bad)]) == 2, key
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and key in err[0], (key, err)
         assert not bad.exists()
 
 
-def test_figures_command_draws_centres_and_scale_effect(tiny_data, tiny_checkpoint, tmp_path, capsys):
+def test_figures_command_draws_centres_and_scale_effect(tiny_data, tiny_gmae_checkpoint, tmp_path, capsys):
     from gmae.cli import main
 
     out = tmp_path / "figs"
-    scale = json.dumps({"c = 1": str(tiny_checkpoint), "c = 1 again": str(tiny_checkpoint)})
-    assert main(["eval", "figures", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data / "photos"),
+    scale = json.dumps({"c = 1": str(tiny_gmae_checkpoint), "c = 1 again": str(tiny_gmae_checkpoint)})
+    assert main(["eval", "figures", "--checkpoint", str(tiny_gmae_checkpoint), "--data", str(tiny_data / "photos"),
                  "--out", str(out), "--max-images", "2", "--device", "cpu", f"scale_effect={scale}"]) == 0
     for stem in ("centres", "scale_effect"):
         assert (out / f"{stem}.png").stat().st_size > 1000 and (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
     assert not (out / "results.jsonl").exists()  # figures only, no records
     capsys.readouterr()
     bad = json.dumps({"c = 2": str(tmp_path / "nope.pth")})
-    assert main(["eval", "figures", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data / "photos"),
+    assert main(["eval", "figures", "--checkpoint", str(tiny_gmae_checkpoint), "--data", str(tiny_data / "photos"),
                  "--out", str(tmp_path / "bad"), f"scale_effect={bad}"]) == 2
     err = capsys.readouterr().err
     assert "scale_effect" in err and "nope.pth" in err
