@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from eval.command import Outcome
 from gmae.engine.config import LoopRunConfig, ScheduleConfig, validate_loop  # noqa: F401
 from gmae.engine.distributed import autocast
 from gmae.engine.data_order import SeededSamples
@@ -48,7 +49,9 @@ class EvalDataConfig:
 
 
 @dataclass
-class EvalRunConfig(LoopRunConfig):
+class ClassifierRunConfig(LoopRunConfig):
+    """``run:`` of the classification evaluations: the step loop's settings (seed, amp, save / log periods) plus
+    the record label (``eval.command.EvalRunConfig`` holds the same ``model_name`` for the other evaluations)."""
     out_dir: str = "runs/eval"
     # label of the result records; default: the model name stored in the checkpoint, else the file name
     model_name: Optional[str] = None
@@ -261,14 +264,36 @@ def evaluate_classifier(model: Callable[[torch.Tensor], torch.Tensor], loader: D
 # Schedules, metrics, records
 # ----------------------------------------------------------------------------------------------------------
 
-def accuracy_records(ctx, protocol: str, metrics: Dict[str, Any], **extra) -> list[dict]:
+def accuracy_records(ctx, protocol: str, metrics: Dict[str, Any], prefix: str = "", **extra) -> list[dict]:
     """One record per metric: ``top1`` and ``top5`` of the final weights, and ``best_top1`` (the best evaluated
-    epoch, as MAE reports; with ``best_epoch`` and ``n_evals``) when ``metrics`` has it."""
-    records = [ctx.record(protocol, metric, metrics[metric], **extra) for metric in ("top1", "top5")]
-    if "best_top1" in metrics:
-        records.append(ctx.record(protocol, "best_top1", metrics["best_top1"], best_epoch=metrics["best_epoch"],
-                                  n_evals=metrics["n_evals"], **extra))
+    epoch, as MAE reports; with ``best_epoch`` and ``n_evals``) when ``metrics`` has it. ``prefix`` picks another
+    set of weights' entries (``ema_`` reads ``ema_top1``, ``best_ema_top1``, ``best_ema_epoch``)."""
+    records = [ctx.record(protocol, metric, metrics[prefix + metric], **extra) for metric in ("top1", "top5")]
+    if f"best_{prefix}top1" in metrics:
+        records.append(ctx.record(protocol, "best_top1", metrics[f"best_{prefix}top1"],
+                                  best_epoch=metrics[f"best_{prefix}epoch"], n_evals=metrics["n_evals"], **extra))
     return records
+
+
+def training_outcome(ctx, protocol: str, cfg: Any, summary: Dict[str, Any], num_classes: int,
+                     weights: Optional[Sequence[tuple[str, str]]] = None, **extra):
+    """The records (rank 0) and summary line of a trained classifier (linear probe, fine-tuning), or a line
+    saying where ``run.stop_after_steps`` stopped it. ``weights``: (label, summary prefix) pairs, e.g.
+    ``[("final", ""), ("ema", "ema_")]``, each recorded with ``weights=label`` when the summary has it."""
+    if "stopped_at" in summary:
+        return Outcome([], f"{protocol} stopped at step {summary['stopped_at']} (run.stop_after_steps)", summary)
+    records = []
+    if ctx.dist.is_main:
+        common = dict(extra, effective_lr=summary["effective_lr"], epochs=cfg.optim.epochs,
+                      batch_size=cfg.optim.batch_size, accum_steps=summary["accum_steps"],
+                      world_size=summary["world_size"], num_classes=num_classes, split=cfg.data.val_split)
+        for label, prefix in weights or [(None, "")]:
+            if f"{prefix}top1" in summary:
+                tag = {} if label is None else {"weights": label}
+                records += accuracy_records(ctx, protocol, summary, prefix, **tag, **common)
+    line = (f"{protocol}: top1 {summary['top1']:.2f}  top5 {summary['top5']:.2f}  (effective lr "
+            f"{summary['effective_lr']:.4g}, {summary['step']} steps) -> {cfg.run.out_dir}")
+    return Outcome(records, line, summary)
 
 
 # ----------------------------------------------------------------------------------------------------------

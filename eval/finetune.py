@@ -25,8 +25,8 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from eval.command import Context, EvalCommand, Outcome
-from eval.classification import (ClassifierLoop, EvalDataConfig, EvalRunConfig, InputError, ScheduleConfig,
-                                 accuracy_records, autocast, eval_loader, evaluate_classifier, load_inputs,
+from eval.classification import (ClassifierLoop, ClassifierRunConfig, EvalDataConfig, InputError, ScheduleConfig,
+                                 autocast, eval_loader, evaluate_classifier, load_inputs, training_outcome,
                                  validate_common)
 from gmae.engine.loop import cosine_schedule
 
@@ -82,7 +82,7 @@ class FinetuneConfig:
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
-    run: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(out_dir="runs/finetune"))
+    run: ClassifierRunConfig = field(default_factory=lambda: ClassifierRunConfig(out_dir="runs/finetune"))
     # evaluate (and log to metrics.jsonl) every this many epochs (MAE: every epoch, reporting the best); the
     # records hold the final weights' top1/top5 and best_top1 over every evaluation (null: the final one only)
     eval_every_epochs: Optional[int] = 1
@@ -263,22 +263,8 @@ def evaluate(cfg: FinetuneConfig, ctx: Context) -> Outcome:
                               train_transform=train_transform(cfg), dist_info=ctx.dist,
                               source_sha256=inputs.source_sha256)
     summary = trainer.train()
-    if "stopped_at" in summary:
-        return Outcome([], f"finetune stopped at step {summary['stopped_at']} (run.stop_after_steps)", summary)
-    records = []
-    if ctx.dist.is_main:
-        extra = dict(effective_lr=summary["effective_lr"], epochs=cfg.optim.epochs, batch_size=cfg.optim.batch_size,
-                     accum_steps=summary["accum_steps"], world_size=summary["world_size"],
-                     layer_decay=cfg.optim.layer_decay, num_classes=len(inputs.classes), split=cfg.data.val_split)
-        records = accuracy_records(ctx, "finetune", summary, weights="final", **extra)
-        if "ema_top1" in summary:
-            ema = {"top1": summary["ema_top1"], "top5": summary["ema_top5"], "best_top1": summary["best_ema_top1"],
-                   "best_epoch": summary["best_ema_epoch"], "n_evals": summary["n_evals"]}
-            records += accuracy_records(ctx, "finetune", ema, weights="ema", **extra)
-    line = (f"finetune: top1 {summary['top1']:.2f}  top5 {summary['top5']:.2f}  (effective lr "
-            f"{summary['effective_lr']:.4g}, {summary['step']} steps) -> {cfg.run.out_dir}")
-    return Outcome(records, line, summary)
-
+    return training_outcome(ctx, "finetune", cfg, summary, len(inputs.classes),
+                            weights=[("final", ""), ("ema", "ema_")], layer_decay=cfg.optim.layer_decay)
 
 command = EvalCommand("finetune", FinetuneConfig, evaluate, validate=validate, saves_config=True,
                       data_help="ImageFolder root with train/ and val/ (sets data.root)",

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from eval.command import Context, EvalCommand, Outcome
-from eval.classification import (FEATURES, EvalDataConfig, EvalRunConfig, FrozenEncoder, InputError, accuracy_records,
-                         eval_loader, extract_features, load_inputs, topk_correct, validate_common)
+from eval.classification import (FEATURES, ClassifierRunConfig, EvalDataConfig, FrozenEncoder, InputError,
+                                 accuracy_records, eval_loader, extract_features, load_inputs, topk_correct,
+                                 validate_common)
 
 
 @dataclass
@@ -32,7 +33,7 @@ class KnnConfig:
     # val images scored against the whole train bank at once (bounds the [chunk, N_train] similarity matrix)
     chunk: int = 256
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
-    run: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(out_dir="runs/knn"))
+    run: ClassifierRunConfig = field(default_factory=lambda: ClassifierRunConfig(out_dir="runs/knn"))
 
 
 def validate(cfg: KnnConfig) -> None:

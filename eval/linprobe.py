@@ -6,8 +6,8 @@ authors' variant, the mean over all tokens of the last block (``head.features=me
 BatchNorm1d(D, affine=False, eps 1e-6) + Linear (trunc-normal std 0.01, zero bias). LARS (timm's Lars: momentum 0.9,
 trust 0.001; weights adapted, biases neither adapted nor decayed), lr = blr x batch / 256 (0.1 x 16384 / 256 = 6.4),
 weight decay 0, 90 epochs, 10 warmup, per-iteration half-cycle cosine. Train aug MAE's TF-style RandomResizedCrop
-(bicubic; ``data.crop``) + flip; eval Resize(size x 256/224, bicubic) + CenterCrop(size). The effective batch is reached with gradient
-accumulation on any number of processes (``torchrun --nproc_per_node=N -m gmae eval linprobe ...``).
+(bicubic; ``data.crop``) + flip; eval Resize(size x 256/224, bicubic) + CenterCrop(size). The effective batch is
+reached with gradient accumulation on any number of processes (``torchrun --nproc_per_node=N -m gmae eval linprobe``).
 
 A rerun with the same --out resumes from ``checkpoint.pth``; the effective config goes to ``config.yaml``, the
 training log (with an evaluation every ``eval_every_epochs``) to ``metrics.jsonl`` and the ``linprobe`` records
@@ -28,9 +28,9 @@ from torch.utils.data import Dataset
 from gmae.data.transforms import CROPS
 
 from eval.command import Context, EvalCommand, Outcome
-from eval.classification import (FEATURES, ClassifierLoop, EvalDataConfig, EvalRunConfig, FrozenEncoder, InputError,
-                                 ScheduleConfig, accuracy_records, autocast, eval_loader, evaluate_classifier,
-                                 load_inputs, validate_common)
+from eval.classification import (FEATURES, ClassifierLoop, ClassifierRunConfig, EvalDataConfig, FrozenEncoder,
+                                 InputError, ScheduleConfig, autocast, eval_loader, evaluate_classifier, load_inputs,
+                                 training_outcome, validate_common)
 from gmae.engine.loop import cosine_schedule
 
 
@@ -66,7 +66,7 @@ class LinprobeConfig:
     head: LinprobeHeadConfig = field(default_factory=LinprobeHeadConfig)
     data: LinprobeDataConfig = field(default_factory=LinprobeDataConfig)
     optim: LinprobeOptimConfig = field(default_factory=LinprobeOptimConfig)
-    run: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(out_dir="runs/linprobe"))
+    run: ClassifierRunConfig = field(default_factory=lambda: ClassifierRunConfig(out_dir="runs/linprobe"))
     # evaluate every this many epochs (MAE: every epoch, reporting the best); records hold the final top1/top5
     # and best_top1 over every evaluation (null: the final one only)
     eval_every_epochs: Optional[int] = 1
@@ -203,18 +203,7 @@ def evaluate(cfg: LinprobeConfig, ctx: Context) -> Outcome:
                                                                 crop=cfg.data.crop),
                               dist_info=ctx.dist, source_sha256=inputs.source_sha256)
     summary = trainer.train()
-    if "stopped_at" in summary:
-        return Outcome([], f"linprobe stopped at step {summary['stopped_at']} (run.stop_after_steps)", summary)
-    records = []
-    if ctx.dist.is_main:
-        records = accuracy_records(
-            ctx, "linprobe", summary, features=cfg.head.features, effective_lr=summary["effective_lr"],
-            epochs=cfg.optim.epochs, batch_size=cfg.optim.batch_size, accum_steps=summary["accum_steps"],
-            world_size=summary["world_size"], num_classes=len(inputs.classes), split=cfg.data.val_split)
-    line = (f"linprobe: top1 {summary['top1']:.2f}  top5 {summary['top5']:.2f}  (effective lr "
-            f"{summary['effective_lr']:.4g}, {summary['step']} steps) -> {cfg.run.out_dir}")
-    return Outcome(records, line, summary)
-
+    return training_outcome(ctx, "linprobe", cfg, summary, len(inputs.classes), features=cfg.head.features)
 
 command = EvalCommand("linprobe", LinprobeConfig, evaluate, validate=validate, saves_config=True,
                       data_help="ImageFolder root with train/ and val/ (sets data.root)",
