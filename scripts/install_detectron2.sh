@@ -6,7 +6,7 @@
 #
 # Needs torch and torchvision installed first (pip install -e . does that). The PyPI route downloads one
 # sha256-pinned wheel, drops its CPython-3.10 _C extension and stray `tools` package, and installs the rest with
-# --no-deps next to its pure-Python requirements; why each step is safe is written in eval/coco/install.py.
+# --no-deps next to its pure-Python requirements; why each step is safe is written in docs/coco.md#installing-detectron2.
 set -euo pipefail
 
 PYTHON=${PYTHON:-python}

@@ -3,22 +3,8 @@
   gmae eval coco --checkpoint CKPT --coco DIR [--config FILE] [--num-gpus N] [--ims-per-gpu b]
                  [--out DIR] [--results DIR] [--model-name NAME] [--resume] [key=value ...]
 
-CKPT: our training checkpoint, a `gmae export` file, an official MAE checkpoint or timm weights; the encoder is
-taken out on the fly (gmae.engine.checkpoint.load_encoder_weights), renamed to detectron2's ViT
-(backbone.net.*), loaded through detectron2's checkpointer and refused unless every ViT weight but the
-zero-initialised relative-position tables came from it.
-DIR: COCO 2017 layout, DIR/annotations/instances_{train2017,val2017}.json + DIR/{train2017,val2017}/.
---config: a detectron2 LazyConfig file or a name under configs/coco/ (default mask_rcnn_vitdet_b_100ep;
-also mask_rcnn_vitdet_l_100ep, and mask_rcnn_vitdet_tiny for CPU smoke runs). key=value overrides use
-detectron2's LazyConfig keys (train.max_iter=1000, optimizer.lr=2e-4, ...), in reference-batch units.
-Batch rule: the config's schedule is for train.reference_batch_size = 64 (ViTDet: 64 GPUs x 1 image). With
-N processes x b images (--num-gpus N --ims-per-gpu b) the batch is B = N * b; when B != 64 the lr is
-multiplied by B / 64 and every iteration count (max_iter, lr milestones, warmup, eval and checkpoint periods)
-by 64 / B. Without --ims-per-gpu the config's batch (64) is split over the N processes and nothing is scaled.
-Outputs under --out (default runs/coco/<config name>): log.txt, metrics.json, config.yaml, model_final.pth,
-inference/coco_instances_results.json; records (protocol coco: ap_box, ap50_box, ap75_box, aps_box, apm_box,
-apl_box and *_mask, in percent) go to --results (default: --out).
-Needs detectron2: `bash scripts/install_detectron2.sh` (see eval/coco/install.py).
+Batch rule: B = N * b (--num-gpus N, --ims-per-gpu b); when B != 64 the lr is scaled by B / 64 and every
+iteration count by 64 / B. Needs detectron2 (`bash scripts/install_detectron2.sh`). Design notes: docs/coco.md
 """
 
 from __future__ import annotations

@@ -1,40 +1,9 @@
 """Installing detectron2 for ``gmae eval coco``, and repacking the PyPI wheel that makes it possible.
 
-detectron2 is not on PyPI under its own name. Two routes install it:
-
-1. PyPI only (CI; checked on Python 3.11 with torch 2.14): ``bash scripts/install_detectron2.sh``.
-   The PyPI package ``sal-detectron2==0.7.2`` is upstream detectron2 0.7-era code (it has
-   ``modeling/backbone/vit.py`` with ViT, SimpleFeaturePyramid and get_vit_lr_decay_rate) but ships a single
-   wheel tagged for CPython 3.10 holding a compiled ``detectron2/_C`` and a stray top-level ``tools`` package.
-   The script downloads that wheel (sha256-pinned), and :func:`repack_wheel` rewrites it as a pure-Python
-   ``sal_detectron2-0.7.2+purepy-py3-none-any.whl``: ``_C`` and ``tools/`` dropped, the ``numpy<2`` and
-   ``black`` requirements dropped, fvcore / iopath added (upstream's setup.py lists them), RECORD rebuilt.
-   The Python code itself is byte-identical to the wheel's.
-2. Official source build (network access to GitHub, a compiler; builds ``_C``)::
-
-       pip install fvcore 'iopath>=0.1.7,<0.1.10' hydra-core
-       pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'
-
-   (``bash scripts/install_detectron2.sh --source`` runs the same two commands.) Both routes run the same
-   ``eval.coco`` code; with ``_C`` built, nothing changes for the Mask R-CNN path.
-
-What the missing ``_C`` costs (checked against the 0.7.2 sources):
-
-* Mask R-CNN does not need it: ``layers.ROIAlign`` / ``ROIPooler`` ("ROIAlignV2") call
-  ``torchvision.ops.roi_align``; ``layers.nms`` / ``batched_nms`` call ``torchvision.ops``; the ViT,
-  SimpleFeaturePyramid, RPN and box / mask heads are plain PyTorch. No shim is needed.
-* ``COCOEvaluator`` falls back to pycocotools' official ``COCOeval`` (its fast C++ ``COCOeval_opt`` lives in
-  ``_C``); :mod:`eval.coco.train` asks for the official one anyway, so the AP numbers are the official ones.
-* Unavailable: deformable convolution (``DeformConv``, ``ModulatedDeformConv``: dummy classes that raise on
-  use), rotated boxes (``nms_rotated``, ``ROIAlignRotated``, ``pairwise_iou_rotated``: ``torch.ops.detectron2``
-  calls that raise), and ``collect_env``'s compiler lines. ViTDet Mask R-CNN uses none of them.
-* ``detectron2.model_zoo`` (and ``detectron2.utils.testing``, which imports it) needs ``pkg_resources``,
-  i.e. ``setuptools<81``. Nothing in ``eval.coco`` imports it (our configs are written out in full), so the
-  environment keeps its newer setuptools; install ``setuptools<81`` only to use ``model_zoo`` yourself.
-* ``LazyConfig.to_py`` needs ``black``; we only use ``LazyConfig.save`` (YAML), so black is not installed.
-
-Run as a script (no gmae import needed): ``python eval/coco/install.py repack WHEEL OUTDIR`` prints the path of
-the repacked wheel; ``python eval/coco/install.py check`` imports every detectron2 piece eval.coco uses.
+:func:`repack_wheel` turns the sha256-pinned ``sal-detectron2==0.7.2`` cp310 wheel into the pure-Python
+``sal_detectron2-0.7.2+purepy-py3-none-any.whl`` (no ``_C``); :func:`check` imports what eval.coco uses.
+As a script (no gmae import): ``python eval/coco/install.py repack WHEEL OUTDIR`` | ``check`` | ``requirements``.
+Design notes (the two install routes, what the missing ``_C`` costs): docs/coco.md#installing-detectron2
 """
 
 from __future__ import annotations
@@ -84,8 +53,8 @@ def repack_wheel(src: str | Path, out_dir: str | Path, check_hash: bool = True) 
     """sal-detectron2's cp310 wheel -> a pure-Python ``py3-none-any`` wheel in ``out_dir`` (returned path).
 
     Drops the compiled ``detectron2/_C`` and the top-level ``tools`` package, marks the wheel purelib, rewrites
-    METADATA (version ``0.7.2+purepy``, see the module docstring) and rebuilds RECORD. Python files are copied
-    byte for byte.
+    METADATA (version ``0.7.2+purepy``, see docs/coco.md#installing-detectron2) and rebuilds RECORD. Python files
+    are copied byte for byte.
     """
     src = Path(src)
     data = src.read_bytes()

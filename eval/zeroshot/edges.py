@@ -3,31 +3,8 @@
     gmae eval edges --checkpoint CKPT --data BSDS_DIR --out PRED_DIR [--config edges/bsds500] [--results DIR]
                     [--gt GT_DIR] [key=value ...]
 
-Method (the paper's, with the choices it leaves open made explicit):
-1. Encode the whole image at mask ratio 0, decode all k Gaussians, sort them nearest first
-   (``eval.zeroshot.layers.predict_sorted``).
-2. For each level l in ``levels`` (default 4, 8, 16, 32) split the sorted Gaussians into l equal groups, group j
-   holding ranks floor(j k / l) .. floor((j + 1) k / l) - 1, and render cumulatively: R_0 = the white background,
-   R_j = the first j groups alone. Renders shared between levels are computed once.
-3. Group-index map: a pixel gets the first group j (0-based) whose addition changes it by more than
-   ``threshold`` (default 0.1) in the largest absolute change over R, G, B: max_c |R_{j+1} - R_j| > threshold.
-   Pixels that no group changes that much get index l. (The first significant change marks the nearest surface
-   that covers the pixel, so index discontinuities are depth discontinuities.)
-4. Level-l edges: pixels with a 4-neighbour of another index (both sides of a discontinuity are marked).
-5. Soft edge map: the mean over levels of the binary level edges, E in {0, 1/|L|, .., 1}. A discontinuity that
-   persists at coarse levels (few groups, object-level layers) is stronger than one seen only at fine levels,
-   so E ranks boundaries by the hierarchy the levels form.
-6. E, computed at the model's input size (the whole image squashed to a square), is resized bilinearly to the
-   image's native size (``--render-size native`` instead renders every step at the native size); then
-   structured-edge NMS (``eval.edge_nms.edge_nms``, r = 1, s = 5, m = 1.01) and thinning of its support
-   (``eval.edge_nms.thin``), the standard preparation of soft maps for the benchmark.
-
-Writes PRED_DIR/<id>.png (8-bit single channel, value = round(255 E), the image's size; PRED_DIR = run.out_dir,
-which holds no other .png, so the benchmark pairs exactly these) and, in PRED_DIR/report/: settings.json,
-edge_hierarchy.{png,pdf} (edges at l = 32 / 16 / 8 / 4 and the fused map for the first few images) and, when ground
-truth is found (BSDS_DIR/groundTruth or --gt), bsds_result.json from ``eval.bsds.evaluate_dir``, whose ODS, OIS,
-AP and R50 go to the results store (``--results``, default PRED_DIR) as protocol ``bsds_edges``.
-Settings: :class:`EdgesConfig` (``configs/edges/bsds500.yaml``).
+Edges of depth-group index maps at levels 4, 8, 16, 32, averaged (depth_group_edges()); written as
+PRED_DIR/<id>.png and scored as protocol bsds_edges. Design notes (the method, outputs): docs/zeroshot.md#edges
 """
 
 from __future__ import annotations
@@ -110,7 +87,7 @@ class DepthEdges:
 def depth_group_edges(gaussians: Gaussians, height: int, width: int, levels: Sequence[int] = LEVELS,
                       threshold: float = DEFAULT_THRESHOLD, *, backend: str = "auto", camera="paper",
                       background=None, chunk_images: int = 64) -> DepthEdges:
-    """Depth-group edges of Gaussians [B, N] (steps 2-5 of the module docstring) rendered at height x width.
+    """Depth-group edges of Gaussians [B, N] (steps 2-5 of docs/zeroshot.md#method) rendered at height x width.
 
     Renders of several prefixes go through one batched call (``chunk_images`` images per call); R_j is never
     stored for all j at once, so memory stays at a chunk of renders plus one previous render per level.

@@ -1,38 +1,11 @@
-"""Zero-shot figure-ground segmentation from GMAE's depth layers, scored on salient-object sets (ECSSD, DUTS-TE,
-DUT-OMRON: DIR/images/<id>.<ext> + DIR/masks/<id>.png).
+"""Zero-shot figure-ground segmentation from GMAE's depth layers, scored on salient-object sets.
 
     gmae eval figure-ground --checkpoint CKPT --data DIR [--config figure_ground/default] [--out DIR]
                             [--results DIR] [--oracle] [key=value ...]
 
-The rule (no ground truth; ``rule = "depth_otsu"``). The image is encoded at mask ratio 0, its k Gaussians are
-sorted nearest first (``eval.zeroshot.layers.predict_sorted``) and split into a FRONT layer (the s nearest) and a
-back layer. s is Otsu's threshold on the Gaussians' camera depths, each Gaussian weighted by its opacity: the s in
-1 .. k-1 that maximises the between-class variance W_f W_b (mu_f - mu_b)^2 of the two layers' depths (W = summed
-opacity, mu = opacity-weighted mean depth; splits between two equal depths are not allowed). This follows the
-paper's observation that figure and ground fall into different depth ranges: Otsu finds the best two-range split
-of the depth distribution, and opacity keeps near-transparent Gaussians from moving it. The soft foreground map is
-the accumulated alpha of the front layer rendered alone (1 - its final transmittance, in [0, 1]); the mask is
-alpha >= 0.5. Maps are computed at the model's input size (the whole image squashed to a square) and resized
-bilinearly to the ground-truth mask's native size before scoring.
-
-Oracle variant (``--oracle``; labelled ``variant: "oracle"`` and metric names ``*_oracle``): the split s in 1 .. k
-whose front-layer mask has the highest IoU with the ground truth (smallest s on ties). It bounds what any
-depth-split rule could reach; it is not a zero-shot number.
-
-Metrics per image (then the mean over images):
-  iou        |P and G| / |P or G| with P = (map >= 0.5) (1 when both are empty);
-  pixel_acc  fraction of pixels where P equals G;
-  max_f      max over 255 thresholds of F_beta = (1 + beta^2) P R / (beta^2 P + R) with beta^2 = 0.3 (beta^2 is 0.3,
-             not 0.3^2 as in one popular code base). Thresholds: the map quantised to 8 bits, q = round(255 map),
-             binarised q >= t for t = 1 .. 255; precision 0 when nothing is predicted, F = 0 when P = R = 0 (so an
-             empty ground-truth mask scores 0).
-The summary also gives ``max_f_of_mean_curve`` (F at each threshold averaged over images, then the max), which
-some papers report as maxF instead.
-
-Writes OUT/config.yaml, OUT/per_image.csv and .json, OUT/summary.json, OUT/maps/<id>.png (8-bit soft map, the
-mask's size) and OUT/figure_ground.{png,pdf}, and records of protocol ``figure_ground`` (metrics iou, pixel_acc,
-max_f, and with --oracle iou_oracle, pixel_acc_oracle, max_f_oracle) to the results store (``--results``, default
-OUT). Settings: :class:`FigureGroundConfig` (``configs/figure_ground/default.yaml``).
+DIR: images/<id>.<ext> + masks/<id>.png (ECSSD, DUTS-TE, DUT-OMRON). The rule, figure_ground(): the front layer
+is the opacity-weighted Otsu split of the depth-sorted Gaussians; metrics iou, pixel_acc, max_f.
+Design notes (rule, oracle, metrics, outputs): docs/zeroshot.md#figure-ground
 """
 
 from __future__ import annotations
@@ -100,7 +73,7 @@ class FigureGround:
 
 def figure_ground(gaussians: Gaussians, height: int, width: int, *, backend: str = "auto",
                   camera="paper") -> FigureGround:
-    """The documented rule (module docstring): front layer = the s nearest Gaussians, s = opacity-weighted Otsu
+    """The documented rule (docs/zeroshot.md#the-rule): front layer = the s nearest Gaussians, s = opacity-weighted Otsu
     split of the camera depths; soft foreground = that layer's accumulated alpha [B, height, width]."""
     gs = gaussians.sort_by_depth(camera)
     split = otsu_split(camera_depths(gs, camera), gs.opacities)

@@ -3,20 +3,8 @@
     gmae eval layers --checkpoint CKPT (--images IMG [IMG ...] | --data DIR) --out DIR [--ks 32 64 128 256]
                      [--slices 0:64 64:128] [--max-images 4] [--config layers/default] [key=value ...]
 
-The zero-shot read-outs share one first step (:func:`predict_sorted`): the whole image, resized to the model's
-square input without cropping (so every read-out maps back onto the full image), is encoded with mask ratio 0; all
-k Gaussians are decoded and sorted by camera depth t_z = z + 8, nearest first. Rank r then means "the r-th
-nearest Gaussian"; a depth slice [start, end) holds ranks start .. end - 1.
-
-* ``cumulative_renders(g, ks)``: the first K Gaussians (K in ``ks``) rendered alone on white; K = k is the full
-  render. ``slice_renders(g, [(start, end), ...])``: any depth slices. An empty slice is the bare background.
-* ``depth_rank_render(g)``: every Gaussian painted grey level rank / k (nearest black, farthest almost white)
-  and composited as usual on white; it shows which depth range covers each pixel (the paper's grey layer figure).
-
-The command (settings: :class:`LayersConfig`, ``configs/layers/default.yaml``) writes DIR/config.yaml,
-DIR/layers.{png,pdf} (one row per image: input, cumulative renders, slices, grey depth) and
-DIR/layers.npz with the tensors (``ids``, ``ks``, ``slices``, ``cumulative`` [B, len(ks), S, S, 3],
-``slice_rgb`` [B, len(slices), S, S, 3], ``depth_grey`` [B, S, S], ``inputs`` [B, S, S, 3], S = model input size).
+predict_sorted() is the first step of every zero-shot read-out (all k Gaussians, nearest first).
+Design notes (ranks and slices, the renders, layers.{png,pdf,npz}): docs/zeroshot.md#depth-layers
 """
 
 from __future__ import annotations
@@ -200,7 +188,7 @@ def layer_ranges(cfg: LayersConfig, n: int) -> tuple[list[int], list[tuple[int, 
 
 def layer_arrays(model, imgs: Tensor, ks: list[int], slices: list[tuple[int, int]], size: int,
                  backend: str) -> dict:
-    """The renders of layers.npz (see the module docstring) of a batch of normalised images [B, 3, S, S]."""
+    """The renders of layers.npz (docs/zeroshot.md#outputs) of a batch of normalised images [B, 3, S, S]."""
     from gmae.data.transforms import denormalize
 
     g = predict_sorted(model, imgs)

@@ -5,21 +5,7 @@
     out.rgb [B, H, W, 3], out.alpha [B, H, W] (= 1 - final transmittance),
     out.depth [B, H, W] (= sum_i w_i z_i / max(alpha, 1e-10), z_i the camera depth of Gaussian i)
 
-Backends: "torch" (tiled, exact, CPU or GPU), "dense" (every Gaussian at every pixel; reference and speed
-baseline), "gsplat" (gsplat 1.5.3 CUDA kernels, one batched call), "auto" (gsplat for CUDA tensors when the
-package is importable, else torch). Camera, projection and compositing rules: :mod:`gmae.render.camera`.
-
-Compatibility: ``render(..., compat="gsplat-0.1.0")`` reproduces the gsplat 0.1.0 rasterizer the GMAE authors
-trained with (default None: gsplat 1.5.3's rules). Centres move about +1 px in u and v (0.1.0's pixel
-convention) on every backend; backend "torch" also reproduces 0.1.0's 3-sigma tile culling and its inexact
-backward (alpha re-derived with a 0.99 clamp, no masking of clamped alphas), "gsplat" keeps 1.5.3's culling
-and exact backward, "dense" raises. Paper camera only. Details: :mod:`gmae.render.torch_backend`.
-
-Zero-shot helpers: :func:`project` (screen-space centres, covariances, conics, depths, radii),
-:func:`depth_order` (indices nearest first), and subsets via ``render(..., subset=idx)`` or
-``Gaussians.take(idx)`` / ``Gaussians.depth_slice(start, end)`` / ``Gaussians.keep_first(counts)`` (the
-Gaussians' own operations: :mod:`gmae.render.gaussians`); e.g. the k nearest Gaussians of each image:
-``render(g.depth_slice(0, k), H, W)``.
+Design notes (backends, gsplat 0.1.0 compatibility, zero-shot helpers): docs/renderer.md#entry-point
 """
 
 from __future__ import annotations

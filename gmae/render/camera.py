@@ -1,32 +1,9 @@
 """The camera and the projection to screen space shared by every rendering backend.
 
-One projection serves all backends (the tiled PyTorch compositor, the dense reference and gsplat's
-rasterizer), so the backends can only differ in how they composite, never in where a Gaussian lands.
-
-The default camera is the GMAE authors' one (``camera="paper"``), an artefact of their rasterizer call that
-this project reproduces on purpose:
-
-* 2-D centres are orthographic: ``u = (W/2)(x + 1)``, ``v = (H/2)(y + 1)`` in continuous pixel coordinates
-  (pixel ``(i, j)`` is centred at ``(j + 0.5, i + 0.5)``), so x, y in (-1, 1) cover the whole image;
-* camera depth is ``t_z = z + 8``;
-* the 2-D covariance is ``J R S S^T R^T J^T + 0.3 I`` with the perspective Jacobian of a pinhole with
-  ``f_x = W/2``, ``f_y = H/2`` at ``t = (x, y, z + 8)``.
-
-``camera="pinhole"`` is a true perspective camera for users who want one: ``u = f_x t_x / t_z + c_x``,
-``v = f_y t_y / t_z + c_y`` with the same ``t`` and ``J``. With the defaults (``f = W/2``, ``c`` the image
-centre, ``t_z = z + 8``) the cube (-1, 1)^3 fills only about the central eighth of the image; pass
-``Camera("pinhole", fx=..., fy=...)`` to zoom in (``fx = 4 W`` makes the plane z = 0 match the paper's centres).
-
-Gaussians behind the near plane (``t_z <= 0.01``, gsplat's default) are culled by every backend.
-
-Compatibility mode ``compat="gsplat-0.1.0"`` (paper camera only) reproduces the pixel convention of the
-gsplat 0.1.0 call the GMAE authors trained with (``ProjectGaussians`` with ``projmat = viewmat``, the
-identity rotation and translation (0, 0, 8), ``c = (W/2, H/2)``): that version computes
-``u' = 0.5 W x / (w + 1e-6) + 0.5 + c_x`` with w = 1 and samples pixel (i, j) at the integer point (j, i),
-so in this module's continuous convention the centre is ``u = (W/2) x / (1 + 1e-6) + W/2 + 1`` (and the
-same for v): about one pixel right of and below the default. Covariances, conics and depths are unchanged.
-Its 3-sigma tile culling is :func:`v010_tile_range`; gsplat 0.1.0 also clips ``t_x / t_z`` to +-1.3 inside
-the footprint Jacobian, which only matters for |x| > 1.3 (z + 8) (far off the image) and is not reproduced.
+Main entry: :func:`project`. Cameras (:class:`Camera`): ``"paper"``, the GMAE authors' camera and the default,
+and ``"pinhole"``; ``compat="gsplat-0.1.0"`` moves centres about +1 px in u and v. Also the compositing
+constants and gsplat 0.1.0's 3-sigma tile culling (:func:`v010_tile_range`).
+Design notes (camera formulas, near plane, 0.1.0 pixel convention): docs/renderer.md#camera-and-projection
 """
 
 from __future__ import annotations
@@ -163,8 +140,8 @@ def project(
 
     Works in the dtype of ``gaussians`` (the renderers pass float32; tests may pass float64).
     compat: None (default) or "gsplat-0.1.0", which moves the centres to gsplat 0.1.0's pixel convention
-    (about +1 px in u and v, see the module docstring; paper camera only); radii, extent and visible keep
-    their meaning around the moved centres.
+    (about +1 px in u and v, see docs/renderer.md#gsplat-010-pixel-convention; paper camera only); radii, extent
+    and visible keep their meaning around the moved centres.
     """
     check_compat(compat)
     cam = as_camera(camera).resolved(height, width)

@@ -1,21 +1,8 @@
 """gsplat 1.5.3 rasterization of the whole batch in one call (CUDA only).
 
-The projection is ours (:func:`gmae.render.camera.project`, identical to the PyTorch backends): the authors'
-camera cannot be expressed through ``gsplat.rasterization``, and gsplat's unpacked projection backward mixes
-gradients across images for N < 32. The screen-space Gaussians feed gsplat's low-level
-``isect_tiles`` -> ``isect_offset_encode`` -> ``rasterize_to_pixels`` with ``packed=False`` in float32, in
-gsplat's batch layout [..., C, N] with C = 1 camera per image, so B images are one launch each.
-
-Features rendered are (r, g, b, z, 1) with background (bg, 0, 0): channel 3 is sum w z and channel 4 the
-accumulated alpha sum w (= 1 - T_final), exactly what the PyTorch backends composite.
-
-``compat="gsplat-0.1.0"`` changes only where the Gaussians land (gsplat 0.1.0's pixel convention, from
-:func:`gmae.render.camera.project`); culling (the opacity-aware boxes), compositing and the exact backward
-remain gsplat 1.5.3's, unlike ``backend="torch"`` with the same compat, which also reproduces 0.1.0's
-3-sigma tile culling and its backward.
-
-gsplat is imported lazily, only when this backend runs on CUDA tensors: importing it is harmless on a CPU
-machine but its first kernel call starts a JIT build of the CUDA extension.
+Main entry: :func:`render_gsplat`. Our projection (:func:`gmae.render.camera.project`) feeds gsplat's low-level
+tile intersection and ``rasterize_to_pixels``; gsplat is imported lazily, on first use with CUDA tensors.
+Design notes (why our projection, features, gsplat 0.1.0 compatibility): docs/renderer.md#gsplat-backend
 """
 
 from __future__ import annotations
@@ -143,7 +130,7 @@ def render_gsplat(
 
     ``gsplat_module`` substitutes an object with gsplat's three functions (tests use a CPU stand-in).
     compat: None or "gsplat-0.1.0": the latter moves the centres to gsplat 0.1.0's pixel convention only;
-    gsplat 1.5.3's culling and exact backward stay (see the module docstring).
+    gsplat 1.5.3's culling and exact backward stay (docs/renderer.md#gsplat-backend).
     """
     check_compat(compat)
     if gsplat_module is None:

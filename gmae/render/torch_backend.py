@@ -1,38 +1,9 @@
 """Pure-PyTorch Gaussian compositing: a tiled renderer (CPU and GPU, differentiable) and a dense reference.
 
-Both implement, per pixel and per image, the gsplat 1.5.3 compositing rule on the Gaussians of
-:func:`gmae.render.camera.project`, sorted front to back by camera depth (ties by index):
-
-    sigma = 1/2 d^T cov2d^-1 d,   alpha = min(0.999, o exp(-sigma)),
-    skip the Gaussian if sigma < 0 or alpha < 1/255,
-    stop before the first Gaussian whose next transmittance T (1 - alpha) would be <= 1e-4,
-    F = sum_i f_i alpha_i T_i,    T_final = prod (1 - alpha_i) over the contributing Gaussians.
-
-The features f are (r, g, b, z, 1): the first three give the colour (plus T_final * background), the
-fourth the depth numerator sum w z and the last the accumulated alpha sum w_i, which equals 1 - T_final
-but keeps its relative precision when it is small, so depth = sum w z / max(alpha, 1e-10) stays accurate.
-
-``render_tiles`` bins Gaussians into 16 x 16 tiles with an exact opacity-aware bounding box (outside it
-alpha < 1/255), composites each tile's depth-sorted list with a cumulative product, and works through the
-(image, tile) pairs in chunks of bounded size. Its backward pass is written out by hand (the rule above
-differentiated, as gsplat does) and recomputes each chunk, so memory stays O(chunk) rather than
-O(B N H W). ``render_dense`` evaluates every Gaussian at every pixel with plain autograd: the speed
-baseline and a second reference.
-
-``render_tiles(..., compat="gsplat-0.1.0")`` reproduces the gsplat 0.1.0 rasterizer the GMAE authors used:
-centres in its pixel convention (:func:`gmae.render.camera.project`), its 3-sigma tile binning
-(:func:`gmae.render.camera.v010_tile_range`: a pixel only sees the Gaussians binned to its tile, so alpha
->= 1/255 can be dropped near the box edge), the same compositing rule, and its backward, which is not the
-exact derivative of its forward. Walking back from the last composited Gaussian it re-derives
-alpha'_k = min(0.99, o_k vis_k) (0.99, not 0.999) and T'_k = T_final / prod_{j >= k} (1 - alpha'_j), and uses
-
-    dL/df_k = alpha'_k T'_k dL/dF,
-    dL/dalpha_k = T'_k f_k . dL/dF - (sum_{j>k} f_j alpha'_j T'_j . dL/dF + T_final dL/dT_final) / (1 - alpha'_k),
-    dL/do_k = vis_k dL/dalpha_k,  dL/dsigma_k = -o_k vis_k dL/dalpha_k,
-
-even where o vis >= 0.999 clamps the forward's alpha (the default passes no gradient there). It is applied
-to all five features. ``render_dense`` has no compatibility mode (its plain autograd could only give the
-exact derivative) and raises for it.
+Entry points: :func:`render_tiles` (gsplat 1.5.3's compositing rule in 16 x 16 tiles, exact, with a hand-written
+backward; ``compat="gsplat-0.1.0"`` for the authors' rasterizer) and :func:`render_dense` (every Gaussian at
+every pixel, plain autograd). Design notes (the rule, the tiling, gsplat 0.1.0's backward formulas):
+docs/renderer.md#torch-backend
 """
 
 from __future__ import annotations
@@ -276,7 +247,8 @@ class _TileComposite(torch.autograd.Function):
 
 
 def _v010_d_alpha(ch: _Chunk, gdot: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
-    """gsplat 0.1.0's dL/dalpha and the weights it gives dL/df, [P, 256, K] each (see the module docstring).
+    """gsplat 0.1.0's dL/dalpha and the weights it gives dL/df, [P, 256, K] each
+    (docs/renderer.md#gsplat-010-binning-and-backward).
 
     gdot [P, 256, K] = dL/dF . f_k, gt [P, 256] = dL/dT_final. Non-composited slots get exact zeros.
     """
@@ -329,7 +301,7 @@ def render_tiles(
     ``chunk_elems`` bounds the pixels x Gaussians evaluated at once (working memory about 20 x 4 bytes x
     chunk_elems in float32); default 2^17 on CPU, 2^24 on GPU.
     compat: None (gsplat 1.5.3 rules) or "gsplat-0.1.0" (its centres, 3-sigma tile binning and backward;
-    see the module docstring; paper camera only).
+    see docs/renderer.md#gsplat-010-pixel-convention; paper camera only).
     """
     check_compat(compat)
     if chunk_elems is None:
