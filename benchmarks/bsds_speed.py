@@ -1,4 +1,4 @@
-"""Speed of the BSDS500 evaluator (eval/bsds.py) next to pyEdgeEval on the same generated inputs.
+"""Speed of the BSDS500 evaluator (eval/bsds_benchmark.py) next to pyEdgeEval on the same generated inputs.
 
 Generates N BSDS-like cases (481 x 321, 5 annotators; soft maps NMS-ed as CNN outputs are, or raw with --raw),
 scores them with 99 thresholds and max_dist 0.0075, and prints images/s and the extrapolated time for the
@@ -24,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gmae.data.bsds import load_gt_boundaries  # noqa: E402
 
-from eval import bsds  # noqa: E402
+from eval import bsds_benchmark  # noqa: E402
 
 
 def _pyedgeeval_counts(pred_path: Path, gt_path: Path, thr: np.ndarray) -> np.ndarray:
     from pyEdgeEval.common.binary_label.evaluate_boundaries import evaluate_boundaries_threshold_multiple_gts
 
-    pred = bsds.load_prediction(pred_path)
+    pred = bsds_benchmark.load_prediction(pred_path)
     gts = [g.astype(np.uint8) for g in load_gt_boundaries(gt_path)]
     cr, sr, cp, sp = evaluate_boundaries_threshold_multiple_gts(thr, pred, gts, max_dist=0.0075, apply_thinning=True)
     return np.stack([cr, sr, cp, sp], 1)
@@ -45,20 +45,21 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    thr = bsds.thresholds_for(99)
+    thr = bsds_benchmark.thresholds_for(99)
     lines = [f"# bsds_speed: {args.n_images} images 481x321, 5 annotators, 99 thresholds, max_dist 0.0075, "
              f"{'raw blurred' if args.raw else 'NMS-ed'} soft maps",
              f"# host: {platform.machine()}, {os.cpu_count()} cpu visible, python {platform.python_version()}, "
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        pred_dir, gt_dir = bsds.write_synthetic_set(tmp, args.n_images, 321, 481, 5, seed=args.seed, nms=not args.raw)
+        pred_dir, gt_dir = bsds_benchmark.write_synthetic_set(tmp, args.n_images, 321, 481, 5, seed=args.seed,
+                                                              nms=not args.raw)
         lines.append(f"generated inputs in {time.perf_counter() - t0:.1f} s")
         ids = sorted(p.stem for p in gt_dir.glob("*.mat"))
 
         # One process, image by image: the per-image cost.
         t0 = time.perf_counter()
-        ours = {i: bsds.evaluate_image(bsds.load_prediction(pred_dir / f"{i}.png"),
+        ours = {i: bsds_benchmark.evaluate_image(bsds_benchmark.load_prediction(pred_dir / f"{i}.png"),
                                        load_gt_boundaries(gt_dir / f"{i}.mat"), thr) for i in ids}
         t1 = time.perf_counter() - t0
         ips1 = len(ids) / t1
@@ -67,13 +68,13 @@ def main() -> int:
 
         if args.workers > 1:
             t0 = time.perf_counter()
-            res = bsds.evaluate_dir(pred_dir, gt_dir, 99, 0.0075, workers=args.workers)
+            res = bsds_benchmark.evaluate_dir(pred_dir, gt_dir, 99, 0.0075, workers=args.workers)
             tw = time.perf_counter() - t0
             ipsw = len(ids) / tw
             lines.append(f"ours, {args.workers} workers: {tw:7.1f} s for {len(ids)} images = {ipsw:6.3f} images/s "
                          f"-> 200 images in {200 / ipsw / 60:5.1f} min (evaluate_dir, incl. input checks, spawn)")
         else:
-            res = bsds.summarize(thr, np.stack([ours[i] for i in ids]), ids)
+            res = bsds_benchmark.summarize(thr, np.stack([ours[i] for i in ids]), ids)
         lines.append(f"ours, all {len(ids)}: ODS {res['ods']:.4f} OIS {res['ois']:.4f} AP {res['ap']:.4f} "
                      f"R50 {res['r50']:.4f}")
 
@@ -92,8 +93,8 @@ def main() -> int:
             lines.append(f"pyEdgeEval 0.2.8, 1 process: {tr:7.1f} s for {n_ref} images = {ipsr:6.4f} images/s "
                          f"-> 200 images in {200 / ipsr / 3600:5.2f} h (1 process)")
             lines.append(f"speed-up, 1 process vs 1 process: {ips1 / ipsr:.0f}x")
-            a = bsds.summarize(thr, np.stack([ours[i] for i in ids[:n_ref]]))
-            b = bsds.summarize(thr, np.stack(ref))
+            a = bsds_benchmark.summarize(thr, np.stack([ours[i] for i in ids[:n_ref]]))
+            b = bsds_benchmark.summarize(thr, np.stack(ref))
             lines.append(f"common {n_ref} image(s): ours ODS {a['ods']:.4f} OIS {a['ois']:.4f} AP {a['ap']:.4f} | "
                          f"pyEdgeEval counts, same aggregation: ODS {b['ods']:.4f} OIS {b['ois']:.4f} AP {b['ap']:.4f}")
     print("\n".join(lines))

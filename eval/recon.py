@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,8 @@ METRICS = ("rfid", "psnr", "psnr_masked", "ssim")
 from gmae.errors import InputError  # noqa: E402 - one class for every command's bad input
 
 from eval.command import Context, EvalCommand, EvalRunConfig, Outcome, Shortcut  # noqa: E402
+from eval.recon_metrics import masking_noise, pixel_mask, psnr_per_image, quantize, ssim_per_image  # noqa: E402
+from gmae.data.images import find_images  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -144,83 +146,8 @@ def validate(cfg: ReconConfig) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Metrics
-# ----------------------------------------------------------------------------------------------------------
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
-    return x.astype(np.float64) / 255.0 if x.dtype == np.uint8 else x.astype(np.float64)
-
-
-def psnr_per_image(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Per-image PSNR in dB on [0, 1]: pred, target [B, H, W, C] (uint8 -> /255, or floats in [0, 1]) -> [B].
-
-    ``mask`` [B, H, W] bool restricts the MSE to the selected pixels (all channels). Identical images give inf.
-    The suite's PSNR is the mean of these values over images.
-    """
-    p, t = _unit(pred), _unit(target)
-    if p.shape != t.shape or p.ndim != 4:
-        raise ValueError(f"pred and target must both be [B, H, W, C], got {p.shape} and {t.shape}")
-    sq = (p - t) ** 2
-    if mask is None:
-        mse = sq.reshape(sq.shape[0], -1).mean(axis=1)
-    else:
-        m = np.asarray(mask, dtype=bool)
-        if m.shape != p.shape[:3]:
-            raise ValueError(f"mask must be [B, H, W] = {p.shape[:3]}, got {m.shape}")
-        count = m.reshape(m.shape[0], -1).sum(axis=1) * p.shape[3]
-        if (count == 0).any():
-            raise ValueError("mask selects no pixel in some image")
-        mse = (sq * m[..., None]).reshape(sq.shape[0], -1).sum(axis=1) / count
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(1.0 / mse)
-
-
-def ssim_per_image(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per-image SSIM (scikit-image, Gaussian-free 7 x 7 window, data range of [0, 1]): [B, H, W, C] -> [B]."""
-    from skimage.metrics import structural_similarity
-
-    p, t = _unit(pred), _unit(target)
-    return np.array([structural_similarity(t[i], p[i], channel_axis=-1, data_range=1.0) for i in range(p.shape[0])])
-
-
-def pixel_mask(mask: torch.Tensor, patch: int, grid_hw: tuple[int, int]) -> np.ndarray:
-    """Patch mask [B, L] (1 = masked) -> pixel mask [B, H, W] bool."""
-    h, w = grid_hw
-    m = mask.reshape(mask.shape[0], h, w).repeat_interleave(patch, 1).repeat_interleave(patch, 2)
-    return m.bool().cpu().numpy()
-
-
-def masking_noise(indices: Sequence[int], num_patches: int, seed: int) -> torch.Tensor:
-    """Per-image uniform noise [B, L] from seed * 1000003 + index: masks depend on the image, not the batch."""
-    rows = [torch.rand(num_patches, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(i)))
-            for i in indices]
-    return torch.stack(rows)
-
-
-def quantize(rgb: torch.Tensor) -> np.ndarray:
-    """[B, 3, H, W] float -> [B, H, W, 3] uint8: clamp to [0, 1], x 255, round half up (torchvision's save_image)."""
-    q = (rgb.detach().float().clamp(0, 1) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)
-    return q.permute(0, 2, 3, 1).cpu().numpy()
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------------------
-
-def find_images(root: str | os.PathLike, max_images: int | None = None) -> list[Path]:
-    """Image files under ``root`` (recursive, following links), sorted by relative path; first ``max_images``."""
-    from gmae.data.images import IMG_EXTENSIONS
-
-    d = Path(root)
-    if not d.is_dir():
-        raise FileNotFoundError(f"data.root: image folder not found: {d}")
-    files = sorted((Path(dp) / f for dp, _, names in os.walk(d, followlinks=True) for f in names
-                    if f.lower().endswith(IMG_EXTENSIONS)), key=lambda p: p.relative_to(d).as_posix())
-    if not files:
-        raise FileNotFoundError(f"data.root: no image file ({', '.join(IMG_EXTENSIONS)}) under {d}")
-    return files[:max_images] if max_images else files
-
 
 def output_names(files: Sequence[Path], root: str | os.PathLike) -> list[str]:
     """One PNG name per input: the relative path with '/' -> '__' and the suffix -> .png (unique, sortable)."""
@@ -309,7 +236,7 @@ def _check_data(cfg: ReconConfig) -> tuple[list[Path], list[str]]:
     try:
         files = find_images(cfg.data.root, cfg.data.max_images)
     except FileNotFoundError as e:
-        raise InputError(str(e)) from None
+        raise InputError(f"data.root: {e}") from None
     if cfg.fid.enabled and len(files) < 2:
         raise InputError(f"data.root: FID needs at least 2 images, {cfg.data.root} gives {len(files)}")
     return files, output_names(files, cfg.data.root)

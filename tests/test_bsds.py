@@ -13,7 +13,7 @@ from scipy.optimize import linear_sum_assignment
 
 from gmae.data.bsds import ground_truth_mat_bytes, load_gt_boundaries
 
-from eval import bsds
+from eval import bsds_benchmark
 from eval.edge_nms import edge_nms, edge_orientation, thin, tri_smooth
 
 
@@ -101,7 +101,7 @@ def test_nms_matches_pyedgeeval_core():
     from pyEdgeEval.preprocess.nms.toolbox import conv_tri
 
     rng = np.random.default_rng(3)
-    pred, _, _ = bsds.synthetic_image(rng, 60, 80, 2, n_regions=8)
+    pred, _, _ = bsds_benchmark.synthetic_image(rng, 60, 80, 2, n_regions=8)
     e = pred / 255.0
     np.testing.assert_allclose(tri_smooth(e, 1), conv_tri(e, 1), atol=1e-12)
     np.testing.assert_allclose(tri_smooth(e, 4), conv_tri(e, 4), atol=1e-12)
@@ -118,23 +118,23 @@ def test_nms_matches_pyedgeeval_core():
 
 def _thin_gt(rng, shape=(60, 80)):
     """A thin-invariant GT (so a perfect prediction survives the benchmark's thinning unchanged)."""
-    _, _, bds = bsds.synthetic_image(rng, *shape, 1, n_regions=6)
+    _, _, bds = bsds_benchmark.synthetic_image(rng, *shape, 1, n_regions=6)
     return thin(bds[0])
 
 
 def test_perfect_prediction_scores_one():
     gt = _thin_gt(np.random.default_rng(0))
-    counts = bsds.evaluate_image(gt.astype(float), [gt])
+    counts = bsds_benchmark.evaluate_image(gt.astype(float), [gt])
     assert (counts[:, 0] == gt.sum()).all() and (counts[:, 2] == counts[:, 3]).all()
-    res = bsds.summarize(bsds.thresholds_for(99), counts[None])
+    res = bsds_benchmark.summarize(bsds_benchmark.thresholds_for(99), counts[None])
     assert res["ods"] == pytest.approx(1.0) and res["ois"] == pytest.approx(1.0)
 
 
 def test_empty_prediction_scores_zero():
     gt = _thin_gt(np.random.default_rng(1))
-    counts = bsds.evaluate_image(np.zeros(gt.shape), [gt, gt])
+    counts = bsds_benchmark.evaluate_image(np.zeros(gt.shape), [gt, gt])
     assert (counts[:, [0, 2, 3]] == 0).all() and (counts[:, 1] == 2 * gt.sum()).all()
-    res = bsds.summarize(bsds.thresholds_for(99), counts[None])
+    res = bsds_benchmark.summarize(bsds_benchmark.thresholds_for(99), counts[None])
     assert res["ods"] == 0 and res["ois"] == 0 and res["ap"] == 0
 
 
@@ -146,7 +146,7 @@ def test_shifted_line_matches_only_within_radius(shift, radius, expect_match):
     gt[5:35, 15] = True
     pred = np.zeros(shape)
     pred[5:35, 15 + shift] = 1.0
-    counts = bsds.evaluate_image(pred, [gt], [0.5], _radius_to_max_dist(shape, radius))
+    counts = bsds_benchmark.evaluate_image(pred, [gt], [0.5], _radius_to_max_dist(shape, radius))
     n = gt.sum()
     assert counts[0].tolist() == ([n, n, n, n] if expect_match else [0, n, 0, n])
 
@@ -164,10 +164,10 @@ def test_hand_computed_counts():
     pred[11, 11] = 0.3           # distance sqrt(2) from it: loses the one-to-one match to (12, 9)
     pred[9, 3:6] = 0.3           # 3 px farther than 1.5 from every GT pixel
     md = _radius_to_max_dist(shape, 1.5)
-    counts = bsds.evaluate_image(pred, [a, b], [0.25, 0.5], md)
+    counts = bsds_benchmark.evaluate_image(pred, [a, b], [0.25, 0.5], md)
     # t=0.25: cntR = 7 (A) + 8 (B), sumR = 10 + 11, cntP = 7 + 1, sumP = 12. t=0.5: only the 7 px of row 6.
     assert counts.tolist() == [[15, 21, 8, 12], [14, 21, 7, 7]]
-    matched, n = bsds.correspond(pred >= 0.25, b, md)
+    matched, n = bsds_benchmark.correspond(pred >= 0.25, b, md)
     assert n == 8 and matched[12, 9] and not matched[11, 11] and matched[6, 3:10].all() and not matched[9].any()
 
 
@@ -191,7 +191,7 @@ def test_matching_is_max_cardinality_min_distance_against_brute_force():
         gt = rng.random(shape) < rng.uniform(0.03, 0.2)
         if not pred.any() or not gt.any():
             continue
-        matched, n = bsds.correspond(pred, gt, md)
+        matched, n = bsds_benchmark.correspond(pred, gt, md)
         p_pts, g_pts = np.argwhere(pred).astype(float), np.argwhere(gt).astype(float)
         k, best = _brute_force(p_pts, g_pts, radius)
         assert n == k, trial
@@ -203,10 +203,10 @@ def test_matching_is_max_cardinality_min_distance_against_brute_force():
 
 def test_evaluate_image_is_deterministic():
     rng = np.random.default_rng(5)
-    pred, _, bds = bsds.synthetic_image(rng, 50, 70, 3, n_regions=8)
+    pred, _, bds = bsds_benchmark.synthetic_image(rng, 50, 70, 3, n_regions=8)
     e = pred / 255.0
-    c1 = bsds.evaluate_image(e, bds, 25, 0.03)
-    c2 = bsds.evaluate_image(e.copy(), [b.copy() for b in bds], 25, 0.03)
+    c1 = bsds_benchmark.evaluate_image(e, bds, 25, 0.03)
+    c2 = bsds_benchmark.evaluate_image(e.copy(), [b.copy() for b in bds], 25, 0.03)
     np.testing.assert_array_equal(c1, c2)
 
 
@@ -214,7 +214,7 @@ def test_evaluate_image_is_deterministic():
 
 
 def _ref_summary(t, counts):
-    """Plain-loop transcription of edgesEvalDir's formulas (independent of bsds.summarize's vectorisation)."""
+    """Plain-loop transcription of edgesEvalDir's formulas (independent of bsds_benchmark.summarize's vectorisation)."""
     eps = np.finfo(float).eps
 
     def rpf(cr, sr, cp, sp):
@@ -260,7 +260,7 @@ def test_aggregation_against_hand_computation():
         [[8, 10, 8, 16], [6, 10, 6, 8], [2, 10, 2, 2]],   # image 1: best F at t=0.5 (R .6, P .75)
         [[6, 10, 6, 8], [3, 10, 3, 5], [1, 10, 1, 1]],    # image 2: best F at t=0.25 (R .6, P .75)
     ])
-    res = bsds.summarize(t, counts, ["a", "b"])
+    res = bsds_benchmark.summarize(t, counts, ["a", "b"])
     # OIS by hand: cntR 6 + 6 = 12 of 20, cntP 12 of 16 -> R .6, P .75, F = 2 * .45 / 1.35 = 2/3.
     assert res["ois"] == pytest.approx(2 / 3)
     assert res["ois_recall"] == pytest.approx(0.6) and res["ois_precision"] == pytest.approx(0.75)
@@ -281,7 +281,7 @@ def test_ods_interpolates_between_thresholds():
     # (R, P) = (1, .2) and (.2, 1): F = 1/3 at both thresholds, but on the segment P + R = 1.2 and F peaks at
     # R = P = .6; findBestRPF samples a = 0, 1/99, .., 1, so the best sample is a = 50/99 (or 49/99).
     counts = np.array([[[10, 10, 10, 50], [2, 10, 2, 2]]])
-    res = bsds.summarize([0.3, 0.6], counts)
+    res = bsds_benchmark.summarize([0.3, 0.6], counts)
     a = 50 / 99
     r, p = 1 - 0.8 * a, 0.2 + 0.8 * a
     assert res["ods"] == pytest.approx(2 * p * r / (p + r), abs=1e-12)
@@ -294,7 +294,7 @@ def test_r50_interpolates_at_half_precision():
     t = np.array([0.2, 0.4, 0.6])
     # R = 25/30, 19/30, 7/30 (off the 0.01 grid) and P = .4 / .6 / .9: R50 interpolates between P .4 and .6.
     counts = np.array([[[25, 30, 4, 10], [19, 30, 6, 10], [7, 30, 9, 10]]])
-    res = bsds.summarize(t, counts)
+    res = bsds_benchmark.summarize(t, counts)
     assert res["r50"] == pytest.approx((25 / 30 + 19 / 30) / 2)
     # AP: P(r) linear between the points, sampled at r = .24 .. .83 (inside the recall range), summed / 100.
     grid = np.arange(24, 84) / 100
@@ -302,8 +302,8 @@ def test_r50_interpolates_at_half_precision():
 
 
 def test_thresholds_are_the_benchmarks():
-    np.testing.assert_allclose(bsds.thresholds_for(99), np.arange(1, 100) / 100)
-    np.testing.assert_allclose(bsds.thresholds_for(3), [0.25, 0.5, 0.75])
+    np.testing.assert_allclose(bsds_benchmark.thresholds_for(99), np.arange(1, 100) / 100)
+    np.testing.assert_allclose(bsds_benchmark.thresholds_for(3), [0.25, 0.5, 0.75])
 
 
 # ============================================================================================ directories & CLI
@@ -313,7 +313,7 @@ def test_cli_end_to_end_and_results_records(tmp_path):
     from gmae.cli import main
     from gmae.results import ResultsStore
 
-    pred_dir, gt_dir = bsds.write_synthetic_set(tmp_path / "set", 3, 48, 64, 3, seed=1)
+    pred_dir, gt_dir = bsds_benchmark.write_synthetic_set(tmp_path / "set", 3, 48, 64, 3, seed=1)
     out = tmp_path / "bsds"  # the output dir; the result is OUT/bsds.json
     code = main(["eval", "bsds", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out),
                  "--thresholds", "19", "--max-dist", "0.03", "--workers", "1", "--quiet",
@@ -330,7 +330,7 @@ def test_cli_end_to_end_and_results_records(tmp_path):
     assert {r["metric"]: r["value"] for r in recs}["ods"] == pytest.approx(res["ods"])
     assert not (out / "results.jsonl").exists()  # --results given: the records went there only
     # Parallel workers give the same numbers.
-    par = bsds.evaluate_dir(pred_dir, gt_dir, 19, 0.03, workers=2)
+    par = bsds_benchmark.evaluate_dir(pred_dir, gt_dir, 19, 0.03, workers=2)
     assert par["curve"]["cntR"] == res["curve"]["cntR"] and par["curve"]["cntP"] == res["curve"]["cntP"]
     assert par["ods"] == pytest.approx(res["ods"], abs=0) and par["ap"] == pytest.approx(res["ap"], abs=0)
 
@@ -339,7 +339,7 @@ def test_cli_records_default_to_the_out_dir_and_need_a_label(tmp_path, capsys):
     from gmae.cli import main
     from gmae.results import ResultsStore
 
-    pred_dir, gt_dir = bsds.write_synthetic_set(tmp_path / "set", 2, 32, 40, 2, seed=3)
+    pred_dir, gt_dir = bsds_benchmark.write_synthetic_set(tmp_path / "set", 2, 32, 40, 2, seed=3)
     out = tmp_path / "bsds"
     assert main(["eval", "bsds", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out), "--quiet",
                  "--thresholds", "9", "--workers", "1", "--model-name", "toy"]) == 0
@@ -361,27 +361,27 @@ def test_cli_records_default_to_the_out_dir_and_need_a_label(tmp_path, capsys):
 def test_bad_inputs_name_the_file(tmp_path):
     from scipy.io import savemat
 
-    pred_dir, gt_dir = bsds.write_synthetic_set(tmp_path / "set", 2, 32, 40, 2, seed=2)
+    pred_dir, gt_dir = bsds_benchmark.write_synthetic_set(tmp_path / "set", 2, 32, 40, 2, seed=2)
     with pytest.raises(FileNotFoundError, match="nope"):
-        bsds.evaluate_dir(tmp_path / "nope", gt_dir)
+        bsds_benchmark.evaluate_dir(tmp_path / "nope", gt_dir)
     ids = sorted(p.stem for p in pred_dir.glob("*.png"))
     # id mismatch
     (pred_dir / f"{ids[0]}.png").rename(pred_dir / "999.png")
     with pytest.raises(ValueError, match=f"{ids[0]}.*|999"):
-        bsds.evaluate_dir(pred_dir, gt_dir)
+        bsds_benchmark.evaluate_dir(pred_dir, gt_dir)
     (pred_dir / "999.png").rename(pred_dir / f"{ids[0]}.png")
     # size mismatch
     Image.fromarray(np.zeros((10, 12), np.uint8)).save(pred_dir / f"{ids[1]}.png")
     with pytest.raises(ValueError, match=f"{ids[1]}.png.*differs"):
-        bsds.evaluate_dir(pred_dir, gt_dir)
+        bsds_benchmark.evaluate_dir(pred_dir, gt_dir)
     # RGB prediction
     Image.fromarray(np.zeros((32, 40, 3), np.uint8)).save(pred_dir / f"{ids[1]}.png")
     with pytest.raises(ValueError, match=f"{ids[1]}.png.*single-channel"):
-        bsds.evaluate_dir(pred_dir, gt_dir)
+        bsds_benchmark.evaluate_dir(pred_dir, gt_dir)
     # .mat without groundTruth
     savemat(str(gt_dir / f"{ids[1]}.mat"), {"something": np.zeros((2, 2))})
     with pytest.raises(ValueError, match=f"{ids[1]}.mat.*groundTruth"):
-        bsds.evaluate_dir(pred_dir, gt_dir)
+        bsds_benchmark.evaluate_dir(pred_dir, gt_dir)
 
 
 def test_gt_loader_reads_bsds_layout(tmp_path):
@@ -402,7 +402,7 @@ def test_classic_edges_cli(tmp_path, capsys):
 
     rng = np.random.default_rng(4)
     (tmp_path / "bsds" / "images").mkdir(parents=True)
-    _, segs, bds = bsds.synthetic_image(rng, 48, 64, 1, n_regions=6)
+    _, segs, bds = bsds_benchmark.synthetic_image(rng, 48, 64, 1, n_regions=6)
     img = ((segs[0] % 5) * 50 + 10).astype(np.uint8)
     Image.fromarray(np.stack([img] * 3, -1)).save(tmp_path / "bsds" / "images" / "100.jpg", quality=95)
     for method in ("sobel", "canny"):
@@ -413,7 +413,8 @@ def test_classic_edges_cli(tmp_path, capsys):
         with Image.open(out / "100.png") as im:
             assert im.mode == "L" and im.size == (64, 48)
             e = np.asarray(im) / 255.0
-        res = bsds.summarize(bsds.thresholds_for(19), bsds.evaluate_image(e, bds, 19, 0.03)[None])
+        counts = bsds_benchmark.evaluate_image(e, bds, 19, 0.03)[None]
+        res = bsds_benchmark.summarize(bsds_benchmark.thresholds_for(19), counts)
         assert res["ods"] > 0.6, (method, res["ods"])  # edges of a piecewise-constant image are found
     # bad input: one line naming the folder, exit 2 (gmae.cli.one_line_error)
     assert main(["eval", "classic-edges", "--data", str(tmp_path / "nothing"), "--method", "sobel",
@@ -436,20 +437,20 @@ def test_cross_check_against_pyedgeeval():
     # Small images keep pyEdgeEval's CSA fast; max_dist is raised so the radius (~4 px) is the benchmark's
     # (0.0075 x the 481 x 321 diagonal = 4.3 px). 24 thresholds instead of 99 for time; same definitions.
     n_thr, md = 24, 0.035
-    thr = bsds.thresholds_for(n_thr)
+    thr = bsds_benchmark.thresholds_for(n_thr)
     rng = np.random.default_rng(11)
     ours, theirs = [], []
     for i in range(3):
-        pred, _, bds = bsds.synthetic_image(rng, 64, 96, 3, n_regions=10)
+        pred, _, bds = bsds_benchmark.synthetic_image(rng, 64, 96, 3, n_regions=10)
         if i == 2:  # one NMS-ed map as CNN outputs are scored; the others exercise thinning of thick maps
             pred = np.round(np.clip(edge_nms(pred / 255.0), 0, 1) * 255).astype(np.uint8)
         e = pred / 255.0
-        ours.append(bsds.evaluate_image(e, bds, n_thr, md))
+        ours.append(bsds_benchmark.evaluate_image(e, bds, n_thr, md))
         cr, sr, cp, sp = evaluate_boundaries_threshold_multiple_gts(
             thr, e, [b.astype(np.uint8) for b in bds], max_dist=md, apply_thinning=True)
         theirs.append((cr, sr, cp, sp))
         np.testing.assert_array_equal(ours[-1][:, 1], sr)  # same GT pixel totals
-    mine = bsds.summarize(thr, np.stack(ours))
+    mine = bsds_benchmark.summarize(thr, np.stack(ours))
     _, _, ref = calculate_metrics(lambda s: s["c"], thr.tolist(), [{"name": str(i), "c": c} for i, c in
                                                                     enumerate(theirs)], nproc=1)
     assert mine["ods"] == pytest.approx(ref["ODS_f1"], abs=0.005)

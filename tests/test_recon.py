@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from eval import fid as fidlib
-from eval.recon import masking_noise, psnr_per_image
+from eval.recon_metrics import masking_noise, psnr_per_image
 
 
 

@@ -1,4 +1,4 @@
-"""Zero-shot edges from GMAE's depth groups, scored with the BSDS500 benchmark (eval/bsds.py).
+"""Zero-shot edges from GMAE's depth groups, scored with the BSDS500 benchmark (eval/bsds_benchmark.py).
 
     gmae eval edges --checkpoint CKPT --data BSDS_DIR --out PRED_DIR [--config edges/bsds500] [--results DIR]
                     [--gt GT_DIR] [key=value ...]
@@ -21,7 +21,7 @@ from torch import Tensor
 from gmae.data.bsds import find_bsds, load_gt_boundaries
 from gmae.render import Gaussians, batch_background, render
 
-from eval.bsds import BENCHMARK_SHORTCUTS, DEFAULT_MAX_DIST, DEFAULT_THRESHOLDS, validate_benchmark
+from eval.bsds_benchmark import BENCHMARK_SHORTCUTS, DEFAULT_MAX_DIST, DEFAULT_THRESHOLDS, validate_benchmark
 from eval.command import Context, EvalCommand, EvalRunConfig, Outcome, Shortcut
 from eval.zeroshot.common import SHORTCUTS, at_least, load_model, validate_run, write_map
 from eval.zeroshot.layers import resize_map
@@ -277,7 +277,7 @@ def evaluate(cfg: EdgesConfig, ctx: Context) -> Outcome:
     is found; records of ODS / OIS / AP / R50."""
     from gmae.io import atomic_write_json
 
-    from eval.bsds import bsds_line, bsds_records, evaluate_dir, json_safe, usable_workers
+    from eval.bsds_benchmark import bsds_line, bsds_records, evaluate_dir, json_safe, usable_workers
 
     out, report = ctx.out_dir, ctx.out_dir / "report"
     images, gt_dir = _check_inputs(cfg, out)

@@ -3,7 +3,7 @@
 Layouts: a flat set (``root/images/<id>.jpg`` + ``root/groundTruth/<id>.mat``) or the official release
 (``BSR``, ``BSDS500`` or ``BSDS500/data`` holding ``images/<split>`` and ``groundTruth/<split>``).
 A ``groundTruth/<id>.mat`` holds ``groundTruth``: a 1 x K cell of 1 x 1 structs {Segmentation, Boundaries},
-one per human annotator. The boundary benchmark itself (matching, ODS / OIS / AP) is :mod:`eval.bsds`.
+one per human annotator. The boundary benchmark itself (matching, ODS / OIS / AP) is :mod:`eval.bsds_benchmark`.
 """
 
 from __future__ import annotations

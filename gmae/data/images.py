@@ -95,3 +95,15 @@ class ImageListDataset(Dataset):
     def __getitem__(self, index: int):
         img = load_rgb(self.paths[index])
         return self.transform(img) if self.transform is not None else img
+
+
+def find_images(root: str | os.PathLike, max_images: int | None = None) -> list[Path]:
+    """Image files under ``root`` (recursive, following links), sorted by relative path; first ``max_images``."""
+    d = Path(root)
+    if not d.is_dir():
+        raise FileNotFoundError(f"image folder not found: {d}")
+    files = sorted((Path(dp) / f for dp, _, names in os.walk(d, followlinks=True) for f in names
+                    if f.lower().endswith(IMG_EXTENSIONS)), key=lambda p: p.relative_to(d).as_posix())
+    if not files:
+        raise FileNotFoundError(f"no image file ({', '.join(IMG_EXTENSIONS)}) under {d}")
+    return files[:max_images] if max_images else files
