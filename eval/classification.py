@@ -8,6 +8,7 @@ MAE checkpoints, timm state dicts) and is rebuilt as a timm ``VisionTransformer`
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -147,7 +148,7 @@ class FrozenEncoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Data order and loaders
+# Evaluation loader
 # ----------------------------------------------------------------------------------------------------------
 
 class ShardSampler(Sampler[int]):
@@ -261,7 +262,7 @@ def evaluate_classifier(model: Callable[[torch.Tensor], torch.Tensor], loader: D
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Schedules, metrics, records
+# Records
 # ----------------------------------------------------------------------------------------------------------
 
 def accuracy_records(ctx, protocol: str, metrics: Dict[str, Any], prefix: str = "", **extra) -> list[dict]:
@@ -313,26 +314,26 @@ class ClassifierLoop(StepLoop):
         self.best: Dict[str, Dict[str, float]] = {}
         self.n_evals = 0
 
+    @abc.abstractmethod
     def evaluate(self) -> Dict[str, float]:
-        raise NotImplementedError
+        """Accuracy of the current weights on the val split: {"top1", "top5", ...} (EMA entries prefixed)."""
 
     def end_of_epoch(self, epoch: int) -> None:
-        every = getattr(self.cfg, "eval_every_epochs", None)
+        every = self.cfg.eval_every_epochs
         if every and (epoch + 1) % every == 0:
             self._evaluate_and_log(epoch)
 
     def final_metrics(self) -> Dict[str, Any]:
-        metrics = self._evaluate_and_log(self.step // self.steps_per_epoch - 1, epoch_in_log=False)
+        metrics = self._evaluate_and_log(self.step // self.steps_per_epoch - 1)
         return {**metrics, **self.best_summary()}
 
-    def _evaluate_and_log(self, epoch: int, epoch_in_log: bool = True) -> Dict[str, float]:
+    def _evaluate_and_log(self, epoch: int) -> Dict[str, float]:
         metrics = self.evaluate()
         self.n_evals += 1
         for key, value in metrics.items():  # per *top1 metric (final and EMA weights): the best and its epoch
             if key.endswith("top1") and (key not in self.best or value > self.best[key]["value"]):
                 self.best[key] = {"value": float(value), "epoch": int(epoch)}
-        where = {"step": self.step, "epoch": epoch} if epoch_in_log else {"step": self.step}
-        self.log({**where, "event": "eval", **metrics})
+        self.log({"step": self.step, "epoch": epoch, "event": "eval", **metrics})
         return metrics
 
     def best_summary(self) -> Dict[str, Any]:

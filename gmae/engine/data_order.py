@@ -25,6 +25,13 @@ def sample_seed(seed: int, epoch: int, index: int, stream: int = 0) -> int:
     return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFF
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch, ``random`` and numpy (timm's Mixup draws from numpy; left unseeded, two identical runs differ)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(sample_seed(seed, epoch, 0, stream=7))
     return torch.randperm(n, generator=g)
@@ -53,9 +60,7 @@ class SeededSamples(Dataset):
             s = sample_seed(self.seed, self.epoch, index, stream=1)
             py_state, np_state = random.getstate(), np.random.get_state()
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(s)
-                random.seed(s)
-                np.random.seed(s % (1 << 32))
+                seed_everything(s)
                 try:
                     img = self.transform(img)
                 finally:

@@ -18,6 +18,7 @@ What the loop owns, the same for every protocol:
 
 from __future__ import annotations
 
+import abc
 import math
 import time
 import warnings
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from gmae.engine.data_order import GlobalBatchSampler, SeededSamples
+from gmae.engine.data_order import GlobalBatchSampler, SeededSamples, seed_everything
 from gmae.errors import InputError, RunStopped
 
 CHECKPOINT_NAME = "checkpoint.pth"
@@ -51,18 +52,7 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
                              warmup_t=warmup_steps, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch, ``random`` and numpy (timm's Mixup draws from numpy; left unseeded, two identical runs differ)."""
-    import random
-
-    import numpy as np
-
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-
-
-class StepLoop:
+class StepLoop(abc.ABC):
     """Epochs of optimizer steps over ``dataset`` with exact save/resume (see the module docstring).
 
     A subclass sets ``protocol`` (the checkpoint's and the log's name), ``resume_sections`` (config sections
@@ -108,14 +98,17 @@ class StepLoop:
         self.writer = None
 
     # -- what a protocol implements -----------------------------------------------------------------------------
+    @abc.abstractmethod
     def train_step(self, batches) -> dict[str, Any]:
-        raise NotImplementedError
+        """One optimizer step from ``self.accum`` micro-batches of ``batches``: {"loss": rank mean, extras}."""
 
+    @abc.abstractmethod
     def modules_state(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """What the protocol trains, for the checkpoint (weights, scaler, EMA, ...)."""
 
+    @abc.abstractmethod
     def load_modules_state(self, ckpt: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Restore what :meth:`modules_state` saved."""
 
     def end_of_epoch(self, epoch: int) -> None:
         """Called after the last step of every epoch but the final one."""

@@ -145,7 +145,7 @@ class Trainer(StepLoop):
         # the data set is only a file list: it is counted before the model is built
         super().__init__(cfg, build_dataset(cfg, num_patches), dist_info)
         self.model = create_model(cfg.model.name, img_size=cfg.data.img_size,
-                                  **cfg.model.constructor_overrides()).to(self.device)
+                                  **cfg.model.constructor_overrides()).to(self.device).train()
         enc = self.model.encoder
 
         self.probes = self.probe_optimizer = None
